@@ -1,0 +1,91 @@
+"""An independent float64 NumPy version of the documented algorithm.
+
+Written from the paper (Shazeer & Stern 2018, Algorithms 2 and 4) and the
+documentation of `optimizer_adafactor()`, not from the package: the
+second-moment estimate V is built in full, as the paper writes it.
+"""
+
+import numpy as np
+
+
+def rms(x):
+    return np.sqrt(np.mean(np.square(x)))
+
+
+class Adafactor:
+    """Per-variable Adafactor state and step, in float64.
+
+    `learning_rate` is a number (a constant) or a function of the number of
+    steps taken so far (a schedule, called as Keras calls it).
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        beta_2_decay=-0.8,
+        epsilon_1=1e-30,
+        epsilon_2=1e-3,
+        clip_threshold=1.0,
+        relative_step=True,
+    ):
+        self.learning_rate = learning_rate
+        self.beta_2_decay = beta_2_decay
+        self.epsilon_1 = epsilon_1
+        self.epsilon_2 = epsilon_2
+        self.clip_threshold = clip_threshold
+        self.relative_step = relative_step
+        self.state = {}
+
+    def rate(self, t):
+        """The learning rate the user gave, for the t-th step (t >= 1)."""
+        if callable(self.learning_rate):
+            return self.learning_rate(t - 1)
+        return self.learning_rate
+
+    def step(self, key, x, g, t):
+        """Return x after the t-th step (t >= 1) with gradient g."""
+        x = np.asarray(x, np.float64)
+        g = np.asarray(g, np.float64)
+        rho = self.rate(t)
+        if not callable(self.learning_rate) and self.relative_step:
+            rho = min(rho, 1 / np.sqrt(t))
+        beta = 1 - t**self.beta_2_decay
+        g2 = g**2 + self.epsilon_1
+        if x.ndim >= 2:
+            r, c = self.state.get(
+                key, (np.zeros(x.shape[:-1]), np.zeros(x.shape[:-2] + x.shape[-1:]))
+            )
+            r = beta * r + (1 - beta) * g2.mean(axis=-1)
+            c = beta * c + (1 - beta) * g2.mean(axis=-2)
+            self.state[key] = (r, c)
+            big_v = r[..., :, None] * c[..., None, :] / r.mean(axis=-1)[..., None, None]
+        else:
+            v = self.state.get(key, np.zeros(x.shape))
+            v = beta * v + (1 - beta) * g2
+            self.state[key] = v
+            big_v = v
+        u = g / np.sqrt(big_v)
+        u = u / max(1.0, rms(u) / self.clip_threshold)
+        return x - rho * max(self.epsilon_2, rms(x)) * u
+
+
+def trajectory(x0, grads, **kwargs):
+    """Apply `grads` to `x0` in turn; return the list of x after each step."""
+    opt = Adafactor(**kwargs)
+    x, path = x0, []
+    for t, g in enumerate(grads, start=1):
+        x = opt.step(0, x, g, t)
+        path.append(x)
+    return path
+
+
+def state_size(shapes):
+    """Elements of the factored floor: r and c for rank >= 2, else v."""
+    total = 0
+    for shape in shapes:
+        if len(shape) >= 2:
+            total += int(np.prod(shape[:-1]))
+            total += int(np.prod(shape[:-2])) * shape[-1]
+        else:
+            total += int(np.prod(shape))
+    return total

@@ -1,0 +1,132 @@
+"""get_config/from_config, Keras's registry, saving a model, pickling."""
+
+import pickle
+
+import keras
+import numpy as np
+import pytest
+
+from adafactor import Adafactor
+
+EVERY_ARGUMENT = dict(
+    learning_rate=0.02,
+    beta_2_decay=-0.6,
+    epsilon_1=1e-28,
+    epsilon_2=2e-3,
+    clip_threshold=0.8,
+    relative_step=False,
+    weight_decay=0.01,
+    clipnorm=1.5,
+    use_ema=True,
+    ema_momentum=0.95,
+    ema_overwrite_frequency=7,
+    loss_scale_factor=64.0,
+    gradient_accumulation_steps=3,
+    name="my_adafactor",
+)
+
+
+def comparable(config):
+    config = dict(config)
+    config["learning_rate"] = pytest.approx(config["learning_rate"])
+    return config
+
+
+def test_config_round_trip_keeps_every_argument():
+    optimizer = Adafactor(**EVERY_ARGUMENT)
+    config = optimizer.get_config()
+    for key, value in EVERY_ARGUMENT.items():
+        assert config[key] == pytest.approx(value), key
+    again = Adafactor.from_config(config)
+    assert comparable(again.get_config()) == config
+
+
+def test_other_clipping_arguments_round_trip():
+    for key in ("clipvalue", "global_clipnorm"):
+        config = Adafactor(**{key: 0.3}).get_config()
+        assert Adafactor.from_config(config).get_config()[key] == 0.3
+
+
+def test_schedule_round_trips():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    config = Adafactor(learning_rate=schedule).get_config()
+    again = Adafactor.from_config(config)
+    assert isinstance(again._learning_rate, keras.optimizers.schedules.ExponentialDecay)
+    assert again._learning_rate.get_config() == schedule.get_config()
+
+
+def test_registered_with_keras():
+    name = keras.saving.get_registered_name(Adafactor)
+    assert name == "adafactor>Adafactor"
+    optimizer = Adafactor(**EVERY_ARGUMENT)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(restored) is Adafactor
+    assert comparable(restored.get_config()) == optimizer.get_config()
+    assert type(keras.optimizers.get(name)) is Adafactor
+
+
+def test_load_model_needs_no_custom_objects(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    model.compile(optimizer=Adafactor(learning_rate=0.05), loss="mse")
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 4), "float32")
+    model.fit(x, y, epochs=2, verbose=0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded.optimizer) is Adafactor
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        assert a.name.endswith(b.name[-2:])  # the same _r, _c or _v
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(np.asarray(loaded.optimizer.iterations)) == 2
+
+
+def test_pickle():
+    optimizer = Adafactor(**EVERY_ARGUMENT)
+    again = pickle.loads(pickle.dumps(optimizer))
+    assert type(again) is Adafactor
+    assert comparable(again.get_config()) == optimizer.get_config()
+
+
+def _model_and_data():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((32, 5)).astype("float32")
+    y = rng.standard_normal((32, 2)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(6, activation="tanh"),
+            keras.layers.Dense(2),
+        ]
+    )
+    return model, x, y
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, dict(use_ema=True, ema_overwrite_frequency=3, weight_decay=0.1)],
+    ids=["plain", "ema+weight_decay"],
+)
+def test_save_and_resume_equals_straight_run(tmp_path, kwargs):
+    """train_on_batch, not fit: fit() ends by finalizing EMA weights."""
+    model, x, y = _model_and_data()
+    start = model.get_weights()
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)] * 2
+
+    def train(m, part):
+        for xb, yb in part:
+            m.train_on_batch(xb, yb)
+
+    model.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    train(model, batches)
+    straight = model.get_weights()
+
+    model.set_weights(start)
+    model.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    train(model, batches[:4])
+    model.save(tmp_path / "half.keras")
+    resumed = keras.models.load_model(tmp_path / "half.keras")
+    train(resumed, batches[4:])
+    for a, b in zip(resumed.get_weights(), straight):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
