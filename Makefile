@@ -1,28 +1,37 @@
 # Everything a fresh Debian 12 machine needs, installed idempotently.
-#   make demo   the main job (trains a small Transformer from R)
-#   make test   lint, Python and R test suites, R CMD check, coverage
+#   make demo   the main job: trains a small Transformer from R
+#   make test   lint, the Python and R suites, R CMD check, coverage
 #   make bench  the benchmark (not a test)
+#   make site   the pkgdown reference site, in docs/
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(abspath $(VENV))/bin/python
+RLIB := $(abspath .rlib)
 STAMPS := .make
+BUILD := build
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+R := R_LIBS=$(RLIB) Rscript
 
 APT_PACKAGES := python3-venv python3-dev r-base-dev r-cran-reticulate \
 	r-cran-testthat r-cran-roxygen2 r-cran-knitr r-cran-rmarkdown \
-	r-cran-withr r-cran-lintr r-cran-covr r-cran-pkgdown pandoc
+	r-cran-withr r-cran-callr r-cran-lintr r-cran-covr r-cran-pkgdown pandoc
+
+PY_SOURCES := $(wildcard inst/python/adafactor/*.py)
+R_SOURCES := DESCRIPTION $(wildcard R/*.R) $(PY_SOURCES)
 
 export RETICULATE_PYTHON := $(PY)
 export KERAS_BACKEND ?= tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 3
+export _R_CHECK_FORCE_SUGGESTS_ := false
+export ADAFACTOR_R_LIBRARY := $(RLIB)
 
-.PHONY: setup test test-python lint
+.PHONY: setup test lint test-python test-r check coverage docs
 .DEFAULT_GOAL := test
 
-setup: $(STAMPS)/venv
+setup: $(STAMPS)/venv $(STAMPS)/rpkg
 
 $(STAMPS)/apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -41,11 +50,35 @@ $(STAMPS)/venv: requirements.txt pyproject.toml | $(STAMPS)/apt
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
+# The R package, installed into a project-local library.
+$(STAMPS)/rpkg: $(R_SOURCES) NAMESPACE | $(STAMPS)/apt
+	mkdir -p $(RLIB)
+	R CMD INSTALL --no-multiarch -l $(RLIB) . >/dev/null
+	@touch $@
+
+# NAMESPACE and man/ are generated from the roxygen comments in R/.
+docs: | $(STAMPS)/apt
+	Rscript -e 'roxygen2::roxygenise()'
+
 lint: setup
 	$(PY) -m ruff check inst/python tests/python
 	$(PY) -m ruff format --check inst/python tests/python
+	$(R) -e 'lints <- lintr::lint_package(); print(lints); quit(status = length(lints) > 0)'
 
 test-python: setup
-	$(PY) -m pytest tests/python -q
+	$(PY) -m coverage run -m pytest tests/python -q
+	$(PY) -m coverage report
 
-test: lint test-python
+# R CMD check runs the testthat suite, the examples and the vignette.
+check: setup
+	rm -rf $(BUILD) && mkdir -p $(BUILD)/src
+	tar -c --exclude=./.venv --exclude=./.rlib --exclude=./.git \
+	  --exclude=./$(BUILD) . | tar -x -C $(BUILD)/src
+	cd $(BUILD) && R_LIBS=$(RLIB) R CMD build src
+	cd $(BUILD) && R_LIBS=$(RLIB) R CMD check --no-manual adafactor_*.tar.gz
+	@! grep -E '^Status: .*(WARNING|ERROR)' $(BUILD)/adafactor.Rcheck/00check.log
+
+coverage: setup
+	$(R) -e 'print(covr::package_coverage())'
+
+test: lint test-python check coverage

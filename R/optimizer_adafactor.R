@@ -1,0 +1,255 @@
+#' Adafactor optimizer with sublinear memory
+#'
+#' Adafactor (Shazeer & Stern, 2018) keeps, for every weight matrix, only the
+#' running means of the squared gradient over its rows and over its columns,
+#' instead of a full second moment. This optimizer stores exactly that and
+#' nothing more: for a variable of rank 2 or more, a row statistic of shape
+#' `shape[:-1]` and a column statistic of shape `shape[:-2] + shape[-1]`; for
+#' a variable of rank 0 or 1, a full second moment. When gradients are of
+#' dimension > 2, the last two dimensions are factored.
+#'
+#' The arguments, their order and their defaults are those of keras3's
+#' `optimizer_adafactor()`, and the result is the same kind of object: a
+#' Keras 3 optimizer, usable in `compile()`, custom training loops, and saved
+#' and loaded with the model.
+#'
+#' Differences from `keras.optimizers.Adafactor`:
+#' * it keeps no parameter-sized buffer besides the factored statistics;
+#' * a gradient with an all-zero row and column does not produce `NaN`;
+#' * `relative_step` is applied as documented: only to a constant
+#'   `learning_rate`.
+#'
+#' @section R specifics:
+#' * `NULL` becomes Python's `None`.
+#' * `ema_overwrite_frequency` and `gradient_accumulation_steps` may be given
+#'   as doubles (`10`); they must be whole numbers and are passed as integers.
+#' * `learning_rate` may be an R function of no arguments. It is called by
+#'   Keras to get the rate; in a compiled training step that happens when the
+#'   step is traced, so the value is then fixed.
+#' * Every argument is checked in R, before Python is started, with an error
+#'   naming the argument, the value given and what is allowed.
+#'
+#' @param learning_rate A number > 0, a `LearningRateSchedule` instance, or an
+#'   R function that takes no arguments and returns the actual value to use.
+#'   The learning rate. Defaults to `0.001`.
+#' @param beta_2_decay A number < 0, defaults to `-0.8`. The decay rate of
+#'   `beta_2`: `beta_2` at step `t` is `1 - t^beta_2_decay`.
+#' @param epsilon_1 A number >= 0, defaults to `1e-30`. A small offset to keep
+#'   the denominator away from 0.
+#' @param epsilon_2 A number >= 0, defaults to `1e-3`. A small offset to avoid
+#'   the learning rate becoming too small by time: steps are scaled by
+#'   `max(epsilon_2, RMS(weights))`.
+#' @param clip_threshold A number > 0, defaults to `1`. Clipping threshold of
+#'   the update's RMS. This is a part of the Adafactor algorithm, independent
+#'   from `clipnorm`, `clipvalue`, and `global_clipnorm`.
+#' @param relative_step `TRUE` or `FALSE`, defaults to `TRUE`. If
+#'   `learning_rate` is a constant and `relative_step = TRUE`, the learning
+#'   rate is adjusted based on the current iteration `t` to
+#'   `min(learning_rate, 1 / sqrt(t))`. A schedule or a function is used as
+#'   it is.
+#' @param weight_decay `NULL` or a number >= 0. If set, weight decay is
+#'   applied.
+#' @param clipnorm `NULL` or a number > 0. If set, the gradient of each weight
+#'   is individually clipped so that its norm is no higher than this value.
+#' @param clipvalue `NULL` or a number >= 0. If set, the gradient of each
+#'   weight is clipped to be no higher than this value.
+#' @param global_clipnorm `NULL` or a number > 0. If set, the gradient of all
+#'   weights is clipped so that their global norm is no higher than this
+#'   value.
+#' @param use_ema `TRUE` or `FALSE`, defaults to `FALSE`. If `TRUE`, an
+#'   exponential moving average (EMA) of the model's weights is kept (updated
+#'   after each training batch), and the weights are periodically overwritten
+#'   with their moving average.
+#' @param ema_momentum A number in `[0, 1]`, defaults to `0.99`. Only used if
+#'   `use_ema = TRUE`: `new_average = ema_momentum * old_average +
+#'   (1 - ema_momentum) * current_variable_value`.
+#' @param ema_overwrite_frequency `NULL` or a whole number >= 1. Only used if
+#'   `use_ema = TRUE`. Every `ema_overwrite_frequency` iterations, the model
+#'   variables are overwritten by their moving average. If `NULL`, this
+#'   happens only when you call `optimizer$finalize_variable_values()`, which
+#'   `fit()` does after its last epoch.
+#' @param name A string, the name of the optimizer and the prefix of its
+#'   variables' names.
+#' @param ... For forward and backward compatibility: keyword arguments of the
+#'   Python class that have no R argument yet. There are none at present, so
+#'   any argument here is refused with an error.
+#' @param loss_scale_factor `NULL` or a number > 0. If a number, the loss is
+#'   multiplied by it before computing gradients, and the gradients by its
+#'   inverse before updating variables. Useful for preventing underflow
+#'   during mixed precision training.
+#' @param gradient_accumulation_steps `NULL` or a whole number >= 2. If set,
+#'   model and optimizer variables are updated only every
+#'   `gradient_accumulation_steps` steps, with the average of the gradients
+#'   since the last update ("gradient accumulation").
+#'
+#' @return A Keras 3 optimizer: the Python object `adafactor.Adafactor`, a
+#'   subclass of `keras.optimizers.Optimizer`.
+#'
+#' @references Shazeer, N. and Stern, M. (2018). Adafactor: Adaptive Learning
+#'   Rates with Sublinear Memory Cost. ICML. <https://arxiv.org/abs/1804.04235>
+#'
+#' @examples
+#' \dontshow{if (adafactor_available()) withAutoprint(\{ # examplesIf}
+#' opt <- optimizer_adafactor(learning_rate = 0.01, relative_step = FALSE)
+#' opt$get_config()$learning_rate
+#'
+#' # A learning rate given as an R function of no arguments
+#' opt <- optimizer_adafactor(learning_rate = function() 0.005)
+#'
+#' # Use it wherever Keras takes an optimizer:
+#' keras <- reticulate::import("keras")
+#' model <- keras$Sequential(list(keras$Input(list(4L)), keras$layers$Dense(1L)))
+#' model$compile(optimizer = opt, loss = "mse")
+#' \dontshow{\}) # examplesIf}
+#' @export
+optimizer_adafactor <- function(learning_rate = 0.001,
+                                beta_2_decay = -0.8,
+                                epsilon_1 = 1e-30,
+                                epsilon_2 = 0.001,
+                                clip_threshold = 1,
+                                relative_step = TRUE,
+                                weight_decay = NULL,
+                                clipnorm = NULL,
+                                clipvalue = NULL,
+                                global_clipnorm = NULL,
+                                use_ema = FALSE,
+                                ema_momentum = 0.99,
+                                ema_overwrite_frequency = NULL,
+                                name = "adafactor",
+                                ...,
+                                loss_scale_factor = NULL,
+                                gradient_accumulation_steps = NULL) {
+  args <- adafactor_args(
+    mget(names(adafactor_rules), environment()),
+    list(...)
+  )
+  do.call(adafactor_python()$Adafactor, args)
+}
+
+# Python keyword arguments accepted in `...`; none yet.
+dots_allowed <- character()
+
+is_number <- function(x) {
+  is.numeric(x) && length(x) == 1L && !is.na(x) && is.finite(x)
+}
+is_flag <- function(x) is.logical(x) && length(x) == 1L && !is.na(x)
+is_string <- function(x) {
+  is.character(x) && length(x) == 1L && !is.na(x) && nzchar(x)
+}
+is_whole <- function(x) is_number(x) && x == round(x)
+above <- function(limit) function(x) is_number(x) && x > limit
+at_least <- function(limit) function(x) is_number(x) && x >= limit
+below <- function(limit) function(x) is_number(x) && x < limit
+whole_at_least <- function(limit) function(x) is_whole(x) && x >= limit
+or_null <- function(test) function(x) is.null(x) || test(x)
+is_rate <- function(x) {
+  above(0)(x) || inherits(x, "python.builtin.object") ||
+    (is.function(x) && takes_no_arguments(x))
+}
+takes_no_arguments <- function(f) {
+  all(vapply(formals(f), function(a) !is.name(a) || nzchar(a), TRUE))
+}
+
+# What each argument allows: a phrase for the error, and a test.
+adafactor_rules <- list(
+  learning_rate = list(
+    "a number > 0, a LearningRateSchedule or an R function of no arguments",
+    is_rate
+  ),
+  beta_2_decay = list("a number < 0", below(0)),
+  epsilon_1 = list("a number >= 0", at_least(0)),
+  epsilon_2 = list("a number >= 0", at_least(0)),
+  clip_threshold = list("a number > 0", above(0)),
+  relative_step = list("TRUE or FALSE", is_flag),
+  weight_decay = list("NULL or a number >= 0", or_null(at_least(0))),
+  clipnorm = list("NULL or a number > 0", or_null(above(0))),
+  clipvalue = list("NULL or a number >= 0", or_null(at_least(0))),
+  global_clipnorm = list("NULL or a number > 0", or_null(above(0))),
+  use_ema = list("TRUE or FALSE", is_flag),
+  ema_momentum = list("a number in [0, 1]", function(x) at_least(0)(x) && x <= 1),
+  ema_overwrite_frequency = list(
+    "NULL or a whole number >= 1", or_null(whole_at_least(1))
+  ),
+  name = list("a single non-empty string", is_string),
+  loss_scale_factor = list("NULL or a number > 0", or_null(above(0))),
+  gradient_accumulation_steps = list(
+    "NULL or a whole number >= 2", or_null(whole_at_least(2))
+  )
+)
+
+# Check the arguments and convert them for Python. `args` holds the named
+# arguments, `dots` what came through `...`.
+adafactor_args <- function(args, dots = list(), allowed = dots_allowed) {
+  for (name in names(args)) {
+    rule <- adafactor_rules[[name]]
+    if (!rule[[2]](args[[name]])) {
+      abort_argument(name, args[[name]], rule[[1]])
+    }
+  }
+  check_dots(dots, allowed)
+  for (name in c("ema_overwrite_frequency", "gradient_accumulation_steps")) {
+    if (!is.null(args[[name]])) args[[name]] <- as.integer(args[[name]])
+  }
+  # A numeric learning rate always reaches Python as a float.
+  if (is.numeric(args$learning_rate)) {
+    args$learning_rate <- as.double(args$learning_rate)
+  }
+  c(args, dots)
+}
+
+check_dots <- function(dots, allowed) {
+  if (length(dots) == 0L) {
+    return(invisible())
+  }
+  dot_names <- names(dots) %||% rep("", length(dots))
+  if (any(dot_names == "")) {
+    stop(errorCondition(
+      "Arguments in `...` of optimizer_adafactor() must be named.",
+      class = "adafactor_argument_error", call = NULL
+    ))
+  }
+  unknown <- setdiff(dot_names, allowed)
+  if (length(unknown) > 0L) {
+    accepted <- if (length(allowed)) {
+      paste0("`", allowed, "`", collapse = ", ")
+    } else {
+      "none at present"
+    }
+    stop(errorCondition(
+      sprintf(
+        "Unknown argument%s in `...`: %s. Accepted in `...`: %s.",
+        if (length(unknown) > 1L) "s" else "",
+        paste0("`", unknown, "`", collapse = ", "),
+        accepted
+      ),
+      class = "adafactor_argument_error", call = NULL
+    ))
+  }
+}
+
+abort_argument <- function(name, value, allowed) {
+  stop(errorCondition(
+    sprintf("`%s` must be %s, not %s.", name, allowed, describe(value)),
+    class = "adafactor_argument_error", call = NULL
+  ))
+}
+
+describe <- function(value) {
+  if (is.null(value)) {
+    return("NULL")
+  }
+  if (is.function(value)) {
+    return("a function with required arguments")
+  }
+  if (inherits(value, "python.builtin.object")) {
+    return("a Python object")
+  }
+  shown <- paste(deparse(value, width.cutoff = 60L), collapse = " ")
+  if (nchar(shown) > 60L) shown <- paste0(substr(shown, 1L, 57L), "...")
+  if (length(value) != 1L) {
+    shown <- sprintf("%s (length %d)", shown, length(value))
+  }
+  shown
+}
+
+`%||%` <- function(x, y) if (is.null(x)) y else x

@@ -1,0 +1,91 @@
+"""pytest drives the R package in-process through rpy2: optimizer_adafactor()
+made in R is the same Python optimizer as Adafactor() made here."""
+
+import atexit
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import rpy2.rinterface as rinterface  # noqa: E402
+import rpy2.robjects as ro  # noqa: E402
+
+from adafactor import Adafactor
+
+# Importing robjects starts R and registers rpy2's exit handler, which crashes
+# the interpreter ("GIL is released") once reticulate objects exist.
+atexit.unregister(rinterface.endr)
+
+R_LIBRARY = os.environ.get(
+    "ADAFACTOR_R_LIBRARY", str(Path(__file__).resolve().parents[2] / ".rlib")
+)
+
+CASES = [
+    {},
+    dict(learning_rate=0.05, relative_step=False),
+    dict(beta_2_decay=-0.5, epsilon_1=1e-20, epsilon_2=0.01, clip_threshold=0.5),
+    dict(weight_decay=0.1, clipnorm=1.0),
+    dict(clipvalue=0.5, name="valued"),
+    dict(global_clipnorm=2.0, loss_scale_factor=128.0),
+    dict(use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3),
+    dict(gradient_accumulation_steps=2, learning_rate=1),
+]
+
+
+def r_literal(value):
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    # Whole numbers are written as R doubles (2, not 2L), as users write them.
+    return repr(float(value))
+
+
+@pytest.fixture(scope="module")
+def r_optimizer():
+    if not (Path(R_LIBRARY) / "adafactor").is_dir():
+        pytest.fail(f"the R package is not installed in {R_LIBRARY}")
+    ro.r(f'.libPaths(c("{R_LIBRARY}", .libPaths())); library(adafactor)')
+
+    def make(kwargs):
+        call = ", ".join(f"{k} = {r_literal(v)}" for k, v in kwargs.items())
+        ro.r(
+            f"reticulate::py_set_attr(reticulate::import_main(), "
+            f'"r_optimizer", optimizer_adafactor({call}))'
+        )
+        import __main__
+
+        return __main__.r_optimizer
+
+    return make
+
+
+def one_step(optimizer):
+    rng = np.random.default_rng(0)
+    variables = [
+        keras.Variable(rng.standard_normal(s).astype("float32")) for s in [(4, 3), (3,)]
+    ]
+    grads = [rng.standard_normal(v.shape).astype("float32") for v in variables]
+    optimizer.apply(grads, variables)
+    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+
+@pytest.mark.parametrize("kwargs", CASES, ids=lambda kw: ",".join(kw) or "defaults")
+def test_r_optimizer_is_the_python_optimizer(r_optimizer, kwargs):
+    from_r = r_optimizer(kwargs)
+    from_python = Adafactor(**kwargs)
+    assert type(from_r) is Adafactor
+    assert from_r.get_config() == from_python.get_config()
+    for name in ("ema_overwrite_frequency", "gradient_accumulation_steps"):
+        value = getattr(from_r, name)
+        assert value is None or type(value) is int
+    for a, b in zip(one_step(from_r), one_step(from_python)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_r_refuses_bad_arguments_with_its_own_message(r_optimizer):
+    with pytest.raises(Exception, match="`clip_threshold` must be a number > 0"):
+        r_optimizer(dict(clip_threshold=-1.0))

@@ -1,0 +1,4 @@
+library(testthat)
+library(adafactor)
+
+test_check("adafactor")

@@ -1,0 +1,65 @@
+# install_adafactor() is checked without a network: the reticulate calls it
+# makes are replaced by recorders.
+record_install <- function(exists, ...) {
+  calls <- list()
+  recorder <- function(name) {
+    function(...) calls[[length(calls) + 1L]] <<- list(name, list(...))
+  }
+  fake <- list(
+    virtualenv_exists = function(envname) exists,
+    virtualenv_create = recorder("create"),
+    virtualenv_install = recorder("install")
+  )
+  ns <- asNamespace("reticulate")
+  saved <- mget(names(fake), ns)
+  on.exit(for (n in names(saved)) utils::assignInNamespace(n, saved[[n]], ns))
+  for (n in names(fake)) utils::assignInNamespace(n, fake[[n]], ns)
+  result <- suppressMessages(install_adafactor(...))
+  list(calls = calls, result = result)
+}
+
+test_that("a new environment is created, then keras and tensorflow go in", {
+  run <- record_install(exists = FALSE)
+  expect_identical(run$calls[[1]][[1]], "create")
+  expect_identical(run$calls[[1]][[2]][[1]], "r-adafactor")
+  expect_identical(run$calls[[2]][[1]], "install")
+  packages <- run$calls[[2]][[2]][[2]]
+  expect_identical(packages, run$result)
+  expect_true("keras>=3.0" %in% packages)
+  expect_true(any(grepl("^tensorflow", packages)))
+  expect_false(any(grepl("^jax|^torch", packages)))
+})
+
+test_that("an existing environment is updated, not created", {
+  run <- record_install(exists = TRUE, envname = "elsewhere", backend = "jax")
+  expect_length(run$calls, 1L)
+  expect_identical(run$calls[[1]][[2]][[1]], "elsewhere")
+  expect_true("jax[cpu]>=0.4.30" %in% run$calls[[1]][[2]][[2]])
+})
+
+test_that("backends, extra packages and pip options are passed on", {
+  run <- record_install(
+    exists = TRUE, backend = c("jax", "torch"), extra_packages = "optax",
+    pip_options = "--no-cache-dir"
+  )
+  args <- run$calls[[1]][[2]]
+  expect_true(all(c("jax[cpu]>=0.4.30", "torch>=2.1", "optax") %in% args[[2]]))
+  expect_identical(args$pip_options, "--no-cache-dir")
+})
+
+test_that("numpy is pinned below 2 only for an old reticulate", {
+  expect_true("numpy<2" %in% python_requirements(reticulate_version = "1.28"))
+  expect_false("numpy<2" %in% python_requirements(reticulate_version = "1.40"))
+  expect_identical(
+    python_requirements(sysname = "Darwin")[-1],
+    c("numpy<2", "tensorflow>=2.16")[
+      c(utils::packageVersion("reticulate") < "1.35", TRUE)
+    ]
+  )
+})
+
+test_that("an unknown backend is refused", {
+  expect_error(install_adafactor(backend = "mxnet"),
+               "`backend` must be one or more of .*not \"mxnet\"",
+               class = "adafactor_argument_error")
+})

@@ -1,0 +1,178 @@
+test_that("the signature is keras3's optimizer_adafactor()", {
+  expected <- alist(
+    learning_rate = 0.001, beta_2_decay = -0.8, epsilon_1 = 1e-30,
+    epsilon_2 = 0.001, clip_threshold = 1, relative_step = TRUE,
+    weight_decay = NULL, clipnorm = NULL, clipvalue = NULL,
+    global_clipnorm = NULL, use_ema = FALSE, ema_momentum = 0.99,
+    ema_overwrite_frequency = NULL, name = "adafactor", ... = ,
+    loss_scale_factor = NULL, gradient_accumulation_steps = NULL
+  )
+  expect_identical(formals(optimizer_adafactor), as.pairlist(expected))
+})
+
+test_that("the defaults reach Python unchanged", {
+  skip_if_no_keras()
+  ours <- optimizer_adafactor()$get_config()
+  python <- adafactor_py$Adafactor()$get_config()
+  expect_identical(ours, python)
+  expect_null(ours$weight_decay)
+  expect_null(ours$gradient_accumulation_steps)
+})
+
+test_that("whole numbers become Python ints and NULL becomes None", {
+  skip_if_no_keras()
+  opt <- optimizer_adafactor(
+    use_ema = TRUE, ema_overwrite_frequency = 10,
+    gradient_accumulation_steps = 4, weight_decay = NULL
+  )
+  builtins <- reticulate::import_builtins(convert = FALSE)
+  as_py <- reticulate::r_to_py(opt)
+  for (name in c("ema_overwrite_frequency", "gradient_accumulation_steps")) {
+    value <- reticulate::py_get_attr(as_py, name)
+    expect_true(reticulate::py_to_r(builtins$isinstance(value, builtins$int)))
+  }
+  expect_identical(opt$gradient_accumulation_steps, 4L)
+  expect_true(reticulate::py_to_r(
+    builtins$isinstance(reticulate::py_get_attr(as_py, "weight_decay"),
+                        reticulate::py_none()$`__class__`)
+  ))
+})
+
+test_that("every argument reaches Python", {
+  skip_if_no_keras()
+  args <- list(
+    learning_rate = 0.02, beta_2_decay = -0.5, epsilon_1 = 1e-20,
+    epsilon_2 = 0.01, clip_threshold = 0.5, relative_step = FALSE,
+    weight_decay = 0.1, clipnorm = 2, use_ema = TRUE, ema_momentum = 0.9,
+    ema_overwrite_frequency = 5, name = "mine", loss_scale_factor = 8,
+    gradient_accumulation_steps = 3
+  )
+  config <- do.call(optimizer_adafactor, args)$get_config()
+  for (name in names(args)) {
+    expect_equal(config[[name]], args[[name]], tolerance = 1e-7, label = name)
+  }
+})
+
+test_that("learning_rate may be a schedule or an R function", {
+  skip_if_no_keras()
+  schedule <- keras_py()$optimizers$schedules$ExponentialDecay(0.1, 10L, 0.5)
+  opt <- optimizer_adafactor(learning_rate = schedule)
+  expect_identical(opt$get_config()$learning_rate$class_name, "ExponentialDecay")
+
+  opt <- optimizer_adafactor(learning_rate = function() 0.25)
+  expect_equal(as.numeric(opt$learning_rate), 0.25)
+  opt <- optimizer_adafactor(learning_rate = 1L)
+  expect_equal(opt$get_config()$learning_rate, 1)
+})
+
+test_that("`...` is forwarded when a name is accepted, refused otherwise", {
+  args <- adafactor_args(
+    list(learning_rate = 0.1), list(future_option = 2), allowed = "future_option"
+  )
+  expect_identical(args, list(learning_rate = 0.1, future_option = 2))
+  expect_error(
+    optimizer_adafactor(beta_1 = 0.9),
+    "Unknown argument in `...`: `beta_1`", class = "adafactor_argument_error"
+  )
+  expect_error(
+    optimizer_adafactor(foo = 1, bar = 2), "Unknown arguments .*`foo`, `bar`"
+  )
+  expect_error(
+    optimizer_adafactor(
+      0.001, -0.8, 1e-30, 0.001, 1, TRUE, NULL, NULL, NULL, NULL, FALSE, 0.99,
+      NULL, "adafactor", 15
+    ),
+    "must be named"
+  )
+})
+
+bad <- list(
+  list("learning_rate", "a", "a number > 0, a LearningRateSchedule.*not \"a\""),
+  list("learning_rate", NA, "not NA"),
+  list("learning_rate", c(0.1, 0.2), "not c\\(0.1, 0.2\\) \\(length 2\\)"),
+  list("learning_rate", 0, "a number > 0.*not 0"),
+  list("learning_rate", function(x) x, "a function with required arguments"),
+  list("beta_2_decay", 0.5, "a number < 0, not 0.5"),
+  list("epsilon_1", -1, "a number >= 0, not -1"),
+  list("epsilon_2", NA_real_, "a number >= 0, not NA"),
+  list("epsilon_2", numeric(), "not numeric\\(0\\) \\(length 0\\)"),
+  list("clip_threshold", 0, "a number > 0, not 0"),
+  list("clip_threshold", Inf, "a number > 0, not Inf"),
+  list("relative_step", "yes", "TRUE or FALSE, not \"yes\""),
+  list("relative_step", c(TRUE, FALSE), "TRUE or FALSE, not c\\(TRUE, FALSE\\)"),
+  list("use_ema", NA, "TRUE or FALSE, not NA"),
+  list("weight_decay", -0.1, "NULL or a number >= 0, not -0.1"),
+  list("clipnorm", "1", "NULL or a number > 0, not \"1\""),
+  list("clipvalue", -1, "NULL or a number >= 0, not -1"),
+  list("global_clipnorm", 0, "NULL or a number > 0, not 0"),
+  list("ema_momentum", 1.5, "a number in \\[0, 1\\], not 1.5"),
+  list("ema_overwrite_frequency", 2.5, "NULL or a whole number >= 1, not 2.5"),
+  list("ema_overwrite_frequency", 0, "NULL or a whole number >= 1, not 0"),
+  list("name", "", "a single non-empty string, not \"\""),
+  list("name", 3, "a single non-empty string, not 3"),
+  list("loss_scale_factor", -2, "NULL or a number > 0, not -2"),
+  list("gradient_accumulation_steps", 1, "NULL or a whole number >= 2, not 1"),
+  list("gradient_accumulation_steps", 3.5, "NULL or a whole number >= 2, not 3.5"),
+  list("gradient_accumulation_steps", NA, "NULL or a whole number >= 2, not NA")
+)
+
+for (case in bad) {
+  test_that(sprintf("`%s = %s` is refused", case[[1]], describe(case[[2]])), {
+    args <- stats::setNames(list(case[[2]]), case[[1]])
+    expect_error(
+      do.call(optimizer_adafactor, args),
+      paste0("^`", case[[1]], "` must be .*", case[[3]]),
+      class = "adafactor_argument_error"
+    )
+  })
+}
+
+test_that("bad arguments are refused before Python starts", {
+  result <- in_fresh_r(function() {
+    library(adafactor)
+    error <- tryCatch(optimizer_adafactor(epsilon_1 = -1), error = identity)
+    list(
+      message = conditionMessage(error),
+      python_started = reticulate::py_available(initialize = FALSE)
+    )
+  })
+  expect_match(result$message, "`epsilon_1` must be a number >= 0, not -1")
+  expect_false(result$python_started)
+})
+
+test_that("a model built through reticulate trains, saves and loads", {
+  skip_if_no_keras()
+  keras <- keras_py()
+  np <- reticulate::import("numpy", convert = FALSE)
+  rng <- np$random$default_rng(1L)
+  x <- rng$standard_normal(c(64L, 4L))$astype("float32")
+  y <- np$sum(x, axis = 1L, keepdims = TRUE)
+  model <- keras$Sequential(list(
+    keras$Input(list(4L)), keras$layers$Dense(8L, activation = "tanh"),
+    keras$layers$Dense(1L)
+  ))
+  model$compile(optimizer = optimizer_adafactor(learning_rate = 0.05), loss = "mse")
+  history <- model$fit(x, y, epochs = 10L, batch_size = 16L, verbose = 0L)
+  losses <- unlist(history$history$loss)
+  expect_lt(losses[length(losses)], losses[1] / 2)
+
+  path <- tempfile(fileext = ".keras")
+  model$save(path)
+  loaded <- keras$models$load_model(path)
+  expect_identical(class(loaded$optimizer)[1], "adafactor.optimizer.Adafactor")
+  expect_identical(loaded$optimizer$get_config(), model$optimizer$get_config())
+  saved_state <- lapply(model$optimizer$variables, function(v) v$numpy())
+  loaded_state <- lapply(loaded$optimizer$variables, function(v) v$numpy())
+  expect_identical(loaded_state, saved_state)
+})
+
+test_that("keras3's compile() and fit() take the optimizer", {
+  skip_if_not_installed("keras3")
+  skip_if_no_keras()
+  model <- keras3::keras_model_sequential(input_shape = 4) |>
+    keras3::layer_dense(1)
+  keras3::compile(model, optimizer = optimizer_adafactor(), loss = "mse")
+  x <- matrix(stats::rnorm(64), 16)
+  history <- keras3::fit(model, x, rowSums(x), epochs = 3, verbose = 0)
+  expect_length(history$metrics$loss, 3)
+})
