@@ -28,7 +28,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export _R_CHECK_FORCE_SUGGESTS_ := false
 export ADAFACTOR_R_LIBRARY := $(RLIB)
 
-.PHONY: setup test lint test-python test-r check coverage docs
+.PHONY: setup demo test lint test-python check coverage docs site
 .DEFAULT_GOAL := test
 
 setup: $(STAMPS)/venv $(STAMPS)/rpkg
@@ -59,6 +59,12 @@ $(STAMPS)/rpkg: $(R_SOURCES) NAMESPACE | $(STAMPS)/apt
 # NAMESPACE and man/ are generated from the roxygen comments in R/.
 docs: | $(STAMPS)/apt
 	Rscript -e 'roxygen2::roxygenise()'
+
+demo: setup
+	$(R) demo/transformer.R demo-output
+
+site: setup
+	$(R) -e 'options(pkgdown.internet = FALSE); pkgdown::build_site(install = FALSE, new_process = FALSE)'
 
 lint: setup
 	$(PY) -m ruff check inst/python tests/python

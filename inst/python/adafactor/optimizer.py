@@ -44,6 +44,19 @@ def _state_dtype(dtype):
     return "float32" if dtype in _LOW_PRECISION else dtype
 
 
+def _dense(gradient, shape):
+    """A sparse gradient (TensorFlow's IndexedSlices) as a dense tensor.
+
+    The factored statistics need every row and column of the gradient, so a
+    sparse gradient is summed into its dense shape, duplicates included.
+    """
+    if type(gradient).__name__ == "IndexedSlices":
+        return ops.segment_sum(
+            gradient.values, gradient.indices, num_segments=shape[0]
+        )
+    return gradient
+
+
 def _rms(x):
     return ops.sqrt(ops.mean(ops.square(x)))
 
@@ -291,7 +304,7 @@ class Adafactor(keras.optimizers.Optimizer):
         index = self._get_variable_index(variable)
         r, c, v = self._r[index], self._c[index], self._v[index]
         dtype = _state_dtype(variable.dtype)
-        g = ops.cast(gradient, dtype)
+        g = ops.cast(_dense(gradient, variable.shape), dtype)
         x = ops.cast(variable, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         beta = 1.0 - ops.power(step, self.beta_2_decay)
