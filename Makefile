@@ -71,8 +71,16 @@ lint: setup
 	$(PY) -m ruff format --check inst/python tests/python
 	$(R) -e 'lints <- lintr::lint_package(); print(lints); quit(status = length(lints) > 0)'
 
+# The whole suite on tensorflow; the backend-neutral part again on jax and
+# torch (the distributed tests start their own backends).
+ONCE := --ignore=tests/python/test_r_package.py \
+	--ignore=tests/python/test_distributed.py
 test-python: setup
-	$(PY) -m coverage run -m pytest tests/python -q
+	$(PY) -m coverage erase
+	KERAS_BACKEND=tensorflow $(PY) -m coverage run -p -m pytest tests/python -q
+	KERAS_BACKEND=jax $(PY) -m coverage run -p -m pytest tests/python -q $(ONCE)
+	KERAS_BACKEND=torch $(PY) -m coverage run -p -m pytest tests/python -q $(ONCE)
+	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
 
 # R CMD check runs the testthat suite, the examples and the vignette.

@@ -100,7 +100,10 @@ for (label in names(contenders)) {
 
 table <- do.call(rbind, results)
 rownames(table) <- NULL
-cat("\nReversing", len, "tokens,", epochs, "epochs; loss and accuracy on held-out data:\n")
+cat(
+  "\nReversing", len, "tokens,", epochs,
+  "epochs; loss and accuracy on held-out data:\n"
+)
 print(table, row.names = FALSE)
 
 plot_path <- normalizePath(file.path(out_dir, "adafactor-demo.png"), mustWork = FALSE)

@@ -24,10 +24,14 @@ def apply_steps(optimizer, x0s, grads, dtype="float32"):
             [keras.ops.convert_to_tensor(np.asarray(g, dtype)) for g in step_grads],
             variables,
         )
-        path.append(
-            [keras.ops.convert_to_numpy(v).astype(np.float64) for v in variables]
-        )
+        path.append([to_numpy(v) for v in variables])
     return path
+
+
+def to_numpy(x):
+    """Any tensor or variable as a float64 array (bfloat16 included)."""
+    x = keras.ops.cast(x, "float32")
+    return keras.ops.convert_to_numpy(x).astype(np.float64)
 
 
 def random_problem(shapes, steps, seed=0):

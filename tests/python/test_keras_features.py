@@ -29,7 +29,9 @@ def fit(optimizer, epochs=6, batch_size=N, exclude_bias=False):
     model.set_weights([W, b])
     if exclude_bias:
         optimizer.exclude_from_weight_decay(var_names=["bias"])
-    model.compile(optimizer=optimizer, loss="mse")
+    # Compiled as fit() compiles: XLA on TensorFlow and JAX.
+    jit = keras.backend.backend() != "torch"
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=jit)
     history = model.fit(
         X, Y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0
     )

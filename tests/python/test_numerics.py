@@ -120,3 +120,17 @@ def test_random_shapes_and_arguments_match_oracle(shape, seed, **kwargs):
     want = oracle.trajectory(x0s[0], grads, **kwargs)
     for a, b in zip(got, want):
         assert max_rel_diff(a, b) <= ORACLE_RTOL
+
+
+ODD_SHAPES = [(0, 4), (3, 0), (0,), (1, 1), (), (2, 1, 3, 1, 2), (1, 2, 1, 2, 1, 3)]
+
+
+def test_odd_shapes_neither_crash_nor_go_nan():
+    x0s, grads = random_problem(ODD_SHAPES, steps=5, seed=8)
+    got = apply_steps(Adafactor(learning_rate=0.1), x0s, grads)
+    for i, shape in enumerate(ODD_SHAPES):
+        assert got[-1][i].shape == shape
+        assert np.all(np.isfinite(got[-1][i])), shape
+        if 0 not in shape:
+            want = oracle.trajectory(x0s[i], [g[i] for g in grads], learning_rate=0.1)
+            assert max_rel_diff(got[-1][i], want[-1]) <= ORACLE_RTOL, shape

@@ -130,3 +130,36 @@ def test_save_and_resume_equals_straight_run(tmp_path, kwargs):
     train(resumed, batches[4:])
     for a, b in zip(resumed.get_weights(), straight):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            raise RuntimeError("interrupted")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, dict(use_ema=True, ema_overwrite_frequency=3, weight_decay=0.1)],
+    ids=["plain", "ema+weight_decay"],
+)
+def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path, kwargs):
+    model, x, y = _model_and_data()
+    start = model.get_weights()
+    fit = dict(epochs=4, batch_size=8, shuffle=False, verbose=0)
+
+    model.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    model.fit(x, y, **fit)
+    straight = model.get_weights()
+
+    model.set_weights(start)
+    model.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, callbacks=[backup, _Interrupt()], **fit)
+    # A new process would build the model afresh: so do we.
+    fresh, _, _ = _model_and_data()
+    fresh.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    fresh.fit(x, y, callbacks=[backup], **fit)
+    for a, b in zip(fresh.get_weights(), straight):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -176,3 +176,50 @@ test_that("keras3's compile() and fit() take the optimizer", {
   history <- keras3::fit(model, x, rowSums(x), epochs = 3, verbose = 0)
   expect_length(history$metrics$loss, 3)
 })
+
+test_that("training resumed from a saved model equals training straight on", {
+  skip_if_no_keras()
+  keras <- keras_py()
+  np <- reticulate::import("numpy", convert = FALSE)
+  x <- np$random$default_rng(2L)$standard_normal(c(32L, 3L))$astype("float32")
+  y <- np$sum(x, axis = 1L, keepdims = TRUE)
+  new_model <- function() {
+    keras$utils$set_random_seed(5L)
+    model <- keras$Sequential(list(keras$Input(list(3L)), keras$layers$Dense(1L)))
+    model$compile(optimizer = optimizer_adafactor(learning_rate = 0.05), loss = "mse")
+    model
+  }
+  fit <- function(model, epochs) {
+    model$fit(x, y, epochs = epochs, batch_size = 8L, shuffle = FALSE, verbose = 0L)
+  }
+  straight <- new_model()
+  fit(straight, 4L)
+  half <- new_model()
+  fit(half, 2L)
+  path <- tempfile(fileext = ".keras")
+  half$save(path)
+  resumed <- keras$models$load_model(path)
+  fit(resumed, 2L)
+  expect_equal(resumed$get_weights(), straight$get_weights(), tolerance = 1e-6)
+})
+
+test_that("the optimizer trains on the jax backend from R", {
+  skip_if_no_keras()
+  skip_if_not(reticulate::py_module_available("jax"), "jax is not installed")
+  result <- in_fresh_r(
+    function() {
+      library(adafactor)
+      keras <- reticulate::import("keras")
+      np <- reticulate::import("numpy", convert = FALSE)
+      x <- np$random$default_rng(3L)$standard_normal(c(64L, 4L))$astype("float32")
+      y <- np$sum(x, axis = 1L, keepdims = TRUE)
+      model <- keras$Sequential(list(keras$Input(list(4L)), keras$layers$Dense(1L)))
+      model$compile(optimizer = optimizer_adafactor(learning_rate = 0.05), loss = "mse")
+      history <- model$fit(x, y, epochs = 10L, batch_size = 16L, verbose = 0L)
+      list(backend = keras$backend$backend(), loss = unlist(history$history$loss))
+    },
+    env = c(KERAS_BACKEND = "jax")
+  )
+  expect_identical(result$backend, "jax")
+  expect_lt(result$loss[10], result$loss[1])
+})

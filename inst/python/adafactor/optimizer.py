@@ -25,17 +25,31 @@ from keras import ops
 _LOW_PRECISION = ("float16", "bfloat16")
 
 
-def _factored_shapes(shape):
-    """Shapes of the row and column statistics of a variable, or None.
+def _factored(dims):
+    """Row and column parts of a variable's shape (or sharding axes).
 
-    Section 3 of the paper factors a matrix's second moment into row sums and
-    column sums; higher-rank variables are factored over their last two axes.
-    Variables of rank 0 and 1 are not factored.
+    Section 3 of the paper factors a matrix's second moment into row and
+    column means; higher-rank variables are factored over their last two
+    axes. Returns None for rank 0 and 1, which are not factored.
     """
-    shape = tuple(shape)
-    if len(shape) < 2:
+    dims = tuple(dims)
+    if len(dims) < 2:
         return None
-    return shape[:-1], shape[:-2] + shape[-1:]
+    return dims[:-1], dims[:-2] + dims[-1:]
+
+
+def _factored_layouts(layout):
+    """Layouts of r and c derived from the variable's, the reduced axis
+    dropped, so that a sharded kernel gets sharded statistics."""
+    axes = getattr(layout, "axes", None)
+    if axes is None:
+        return None, None
+    mesh = layout.device_mesh
+    row, col = _factored(axes)
+    return (
+        keras.distribution.TensorLayout(row, mesh),
+        keras.distribution.TensorLayout(col, mesh),
+    )
 
 
 def _state_dtype(dtype):
@@ -45,16 +59,16 @@ def _state_dtype(dtype):
 
 
 def _dense(gradient, shape):
-    """A sparse gradient (TensorFlow's IndexedSlices) as a dense tensor.
+    """A sparse gradient as a dense tensor.
 
-    The factored statistics need every row and column of the gradient, so a
-    sparse gradient is summed into its dense shape, duplicates included.
+    The factored statistics need every row and column of the gradient, so
+    TensorFlow's IndexedSlices are summed into their dense shape (duplicate
+    indices add up), and other sparse tensors (JAX's BCOO, TensorFlow's
+    SparseTensor) are densified.
     """
     if type(gradient).__name__ == "IndexedSlices":
-        return ops.segment_sum(
-            gradient.values, gradient.indices, num_segments=shape[0]
-        )
-    return gradient
+        return ops.segment_sum(gradient.values, gradient.indices, num_segments=shape[0])
+    return ops.convert_to_tensor(gradient, sparse=False)
 
 
 def _rms(x):
@@ -269,17 +283,19 @@ class Adafactor(keras.optimizers.Optimizer):
         for var in var_list:
             r = c = v = None
             if not self._overwrite_variable_with_gradient(var):
-                shapes = _factored_shapes(var.shape)
+                shapes = _factored(var.shape)
+                layout = getattr(var, "_layout", None)
                 if shapes is None:
-                    v = self._add_state(var, "v", var.shape)
+                    v = self._add_state(var, "v", var.shape, layout)
                 else:
-                    r = self._add_state(var, "r", shapes[0])
-                    c = self._add_state(var, "c", shapes[1])
+                    layouts = _factored_layouts(layout)
+                    r = self._add_state(var, "r", shapes[0], layouts[0])
+                    c = self._add_state(var, "c", shapes[1], layouts[1])
             self._r.append(r)
             self._c.append(c)
             self._v.append(v)
 
-    def _add_state(self, var, suffix, shape):
+    def _add_state(self, var, suffix, shape, layout):
         """A zero-initialised statistic named `{variable path}_{suffix}`."""
         prefix = getattr(var, "path", None) or str(var.name)
         prefix = prefix.replace("/", "_").replace(":", "_")
@@ -287,6 +303,7 @@ class Adafactor(keras.optimizers.Optimizer):
             shape=shape,
             dtype=_state_dtype(var.dtype),
             name=f"{prefix}_{suffix}",
+            layout=layout,
         )
 
     def _step_size(self, learning_rate, step, dtype):

@@ -1,0 +1,97 @@
+"""Run in a fresh process by test_distributed.py: device set-up must happen
+before the backend starts. Prints one JSON line of results."""
+
+import contextlib
+import json
+import os
+import sys
+
+MODE = sys.argv[1]
+if MODE == "mirrored":
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+else:
+    os.environ["KERAS_BACKEND"] = "jax"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+
+if MODE == "mirrored":
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from adafactor import Adafactor  # noqa: E402
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((64, 8)).astype("float32")
+Y = rng.standard_normal((64, 4)).astype("float32")
+
+
+def build():
+    return keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="tanh", name="dense_in"),
+            keras.layers.Dense(4, name="dense_out"),
+        ]
+    )
+
+
+keras.utils.set_random_seed(0)
+INITIAL = build().get_weights()
+
+
+def train(scope=None):
+    with scope or contextlib.nullcontext():
+        model = build()
+        model.set_weights(INITIAL)
+        model.compile(optimizer=Adafactor(learning_rate=0.05), loss="mse")
+    model.fit(X, Y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    return model
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+single = train().get_weights()
+result = {}
+if MODE == "mirrored":
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    result["replicas"] = strategy.num_replicas_in_sync
+    result["max_diff"] = max_diff(train(strategy.scope()).get_weights(), single)
+else:
+    devices = keras.distribution.list_devices()
+    result["devices"] = len(devices)
+    if MODE == "data_parallel":
+        distribution = keras.distribution.DataParallel(devices=devices)
+    else:
+        mesh = keras.distribution.DeviceMesh((2, 2), ["batch", "model"], devices)
+        layout_map = keras.distribution.LayoutMap(mesh)
+        layout_map[".*dense.*kernel"] = (None, "model")
+        distribution = keras.distribution.ModelParallel(
+            layout_map=layout_map, batch_dim_name="batch"
+        )
+    keras.distribution.set_distribution(distribution)
+    model = train()
+    keras.distribution.set_distribution(None)
+    result["max_diff"] = max_diff(model.get_weights(), single)
+    optimizer = model.optimizer
+    result["layouts"] = {
+        v.name: [list(v._layout.axes), str(v.value.sharding.spec)]
+        for v in optimizer.variables
+        if getattr(v, "_layout", None) is not None and len(v.shape)
+    }
+    # keras.optimizers.Adafactor, for comparison.
+    keras.distribution.set_distribution(distribution)
+    with distribution.scope():
+        theirs = keras.optimizers.Adafactor()
+        theirs.build(model.trainable_variables)
+        result["keras_layouts"] = {
+            v.name: str(v.value.sharding.spec) for v in theirs.variables if len(v.shape)
+        }
+print(json.dumps(result))

@@ -1,0 +1,113 @@
+"""float16 and bfloat16 variables, mixed precision policies, and the
+LossScaleOptimizer: state and update stay in float32."""
+
+import keras
+import numpy as np
+import pytest
+
+import oracle
+from adafactor import Adafactor
+from conftest import apply_steps, max_rel_diff, random_problem, to_numpy
+
+LOW = ["float16", "bfloat16"]
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_state_is_float32_for_low_precision_variables(dtype):
+    variables = [keras.Variable(np.ones(s), dtype=dtype) for s in [(3, 4), (4,)]]
+    optimizer = Adafactor()
+    optimizer.build(variables)
+    state = optimizer.variables[2:]
+    assert [v.dtype for v in state] == ["float32"] * 3
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_low_precision_follows_the_oracle(dtype):
+    x0s, grads = random_problem([(6, 5), (5,)], steps=10, seed=11)
+    # Values exactly representable in the low precision type.
+    x0s = [to_numpy(keras.ops.cast(x, dtype)) for x in x0s]
+    got = apply_steps(Adafactor(learning_rate=0.05), x0s, grads, dtype=dtype)
+    for i in range(2):
+        want = oracle.trajectory(x0s[i], [g[i] for g in grads], learning_rate=0.05)
+        assert max_rel_diff(got[-1][i], want[-1]) < 3e-2
+
+
+@pytest.mark.parametrize("dtype", ["float32", *LOW])
+def test_zero_row_and_column_stays_finite(dtype):
+    g = np.zeros((4, 4))
+    g[0, 0] = 1.0
+    got = apply_steps(Adafactor(), [np.ones((4, 4))], [[g]], dtype=dtype)
+    assert np.all(np.isfinite(got[0][0]))
+    theirs = apply_steps(
+        keras.optimizers.Adafactor(), [np.ones((4, 4))], [[g]], dtype=dtype
+    )
+    assert np.all(np.isnan(theirs[0][0]))
+
+
+def test_tiny_gradients_still_move_float16_weights():
+    # g^2 = 1e-14 underflows in float16; in float32 it does not.
+    g = np.full((8, 8), 1e-7)
+    got = apply_steps(
+        Adafactor(learning_rate=0.1), [np.ones((8, 8))], [[g]], dtype="float16"
+    )
+    assert np.all(got[0][0] < 1.0)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_fit(policy):
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((64, 6)).astype("float32")
+        y = x.sum(axis=1, keepdims=True)
+        model = keras.Sequential(
+            [keras.Input((6,)), keras.layers.Dense(16, "relu"), keras.layers.Dense(1)]
+        )
+        model.compile(optimizer=Adafactor(learning_rate=0.05), loss="mse")
+        losses = model.fit(x, y, epochs=8, batch_size=16, verbose=0).history["loss"]
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert np.isfinite(losses[-1]) and losses[-1] < losses[0]
+    optimizer = model.optimizer
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    assert isinstance(optimizer, Adafactor)
+
+
+def test_loss_scale_optimizer_skips_non_finite_steps():
+    x0s, grads = random_problem([(4, 3), (3,)], steps=3, seed=12)
+    variables = [keras.Variable(x.astype("float32")) for x in x0s]
+    inner = Adafactor(learning_rate=0.05)
+    optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=1.0)
+    optimizer.build(variables)
+
+    def apply(step_grads):
+        step_grads = [g.astype("float32") for g in step_grads]
+        if keras.backend.backend() != "jax":
+            optimizer.apply(step_grads, variables)
+            return
+        # On JAX the loss-scale optimizer is stateless (as in fit()).
+        values, state = optimizer.stateless_apply(
+            [v.value for v in optimizer.variables],
+            step_grads,
+            [v.value for v in variables],
+        )
+        for var, value in zip(variables, values):
+            var.assign(value)
+        for var, value in zip(optimizer.variables, state):
+            var.assign(value)
+
+    def snapshot():
+        return [to_numpy(v) for v in variables + inner.variables]
+
+    apply(grads[0])
+    before = snapshot()
+    for bad in (np.inf, np.nan):
+        poisoned = [g.copy() for g in grads[1]]
+        poisoned[0][1, 2] = bad
+        apply(poisoned)
+        for a, b in zip(snapshot(), before):
+            np.testing.assert_array_equal(a, b)
+    # A finite step afterwards moves the weights again.
+    apply(grads[2])
+    assert not np.array_equal(to_numpy(variables[0]), before[0])
