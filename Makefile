@@ -28,7 +28,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export _R_CHECK_FORCE_SUGGESTS_ := false
 export ADAFACTOR_R_LIBRARY := $(RLIB)
 
-.PHONY: setup demo test lint test-python check coverage docs site
+.PHONY: setup demo bench test lint test-python check coverage docs site
 .DEFAULT_GOAL := test
 
 setup: $(STAMPS)/venv $(STAMPS)/rpkg
@@ -63,17 +63,22 @@ docs: | $(STAMPS)/apt
 demo: setup
 	$(R) demo/transformer.R demo-output
 
+# Not a test: writes bench/results.md, bench/results.json and bench/bench.png.
+bench: setup
+	$(PY) bench/bench.py
+
 site: setup
 	$(R) -e 'options(pkgdown.internet = FALSE); pkgdown::build_site(install = FALSE, new_process = FALSE)'
 
 lint: setup
-	$(PY) -m ruff check inst/python tests/python
-	$(PY) -m ruff format --check inst/python tests/python
+	$(PY) -m ruff check inst/python tests/python bench
+	$(PY) -m ruff format --check inst/python tests/python bench
 	$(R) -e 'lints <- lintr::lint_package(); print(lints); quit(status = length(lints) > 0)'
 
 # The whole suite on tensorflow; the backend-neutral part again on jax and
 # torch (the distributed tests start their own backends).
 ONCE := --ignore=tests/python/test_r_package.py \
+	--ignore=tests/python/test_bench.py \
 	--ignore=tests/python/test_distributed.py
 test-python: setup
 	$(PY) -m coverage erase

@@ -50,7 +50,7 @@ def test_ema_momentum_checked_with_use_ema():
 
 def test_unknown_keyword_is_refused():
     with pytest.raises(ValueError, match="not recognized"):
-        Adafactor(beta_1=0.9)
+        Adafactor(momentum=0.9)
 
 
 def test_whole_numbers_become_ints():
