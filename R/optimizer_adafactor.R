@@ -9,7 +9,9 @@
 #' dimension > 2, the last two dimensions are factored.
 #'
 #' The arguments, their order and their defaults are those of keras3's
-#' `optimizer_adafactor()`, and the result is the same kind of object: a
+#' `optimizer_adafactor()`; the options after `gradient_accumulation_steps`
+#' go beyond it, and their defaults keep its behaviour. The result is the
+#' same kind of object: a
 #' Keras 3 optimizer, usable in `compile()`, custom training loops, and saved
 #' and loaded with the model.
 #'
@@ -21,8 +23,9 @@
 #'
 #' @section R specifics:
 #' * `NULL` becomes Python's `None`.
-#' * `ema_overwrite_frequency` and `gradient_accumulation_steps` may be given
-#'   as doubles (`10`); they must be whole numbers and are passed as integers.
+#' * `ema_overwrite_frequency`, `gradient_accumulation_steps`,
+#'   `min_dim_size_to_factor` and `decay_offset` may be given as doubles
+#'   (`10`); they must be whole numbers and are passed as integers.
 #' * `learning_rate` may be an R function of no arguments. It is called by
 #'   Keras to get the rate; in a compiled training step that happens when the
 #'   step is traced, so the value is then fixed.
@@ -81,6 +84,31 @@
 #'   model and optimizer variables are updated only every
 #'   `gradient_accumulation_steps` steps, with the average of the gradients
 #'   since the last update ("gradient accumulation").
+#' @param beta_1 `NULL` or a number in `[0, 1)`. If set, the update is
+#'   smoothed by first-moment momentum, as in the paper, Mesh TensorFlow,
+#'   optax and Hugging Face: an exponential moving average of the final
+#'   (scaled and clipped) update. It adds one parameter-sized buffer per
+#'   variable; without it there is none.
+#' @param momentum_dtype The type of the momentum buffer: `"float32"` (the
+#'   default), `"bfloat16"` (half the memory), `"float16"` or `"float64"`.
+#' @param scale_parameter `TRUE` or `FALSE`, defaults to `TRUE`: steps are
+#'   scaled by `max(epsilon_2, RMS(weights))`. `FALSE` takes plain steps of
+#'   the learning rate (Hugging Face's `scale_parameter`, optax's
+#'   `multiply_by_parameter_scale`).
+#' @param min_dim_size_to_factor `NULL` or a whole number >= 1. A variable is
+#'   factored only when both of its last two dimensions are at least this
+#'   size; others keep a full second moment (as in optax). `NULL`, the
+#'   default, factors every variable of rank 2 or more.
+#' @param factored `TRUE` or `FALSE`, defaults to `TRUE`. `FALSE` keeps a full
+#'   second moment for every variable (Adam-like memory).
+#' @param decay_offset A whole number >= 0, defaults to `0`. The `beta_2`
+#'   schedule counts steps from this iteration on, restarting it for
+#'   fine-tuning (optax's `decay_offset`); before it, `beta_2` is 0.
+#' @param stochastic_rounding `TRUE` or `FALSE`, defaults to `FALSE`. With
+#'   `TRUE`, a bfloat16 variable's new value is rounded stochastically, not to
+#'   nearest, so that updates smaller than half a unit in the last place are
+#'   kept on average. Uses Keras's random generator: reproducible with
+#'   `keras$utils$set_random_seed()`. Other dtypes are unaffected.
 #'
 #' @return A Keras 3 optimizer: the Python object `adafactor.Adafactor`, a
 #'   subclass of `keras.optimizers.Optimizer`.
@@ -118,7 +146,14 @@ optimizer_adafactor <- function(learning_rate = 0.001,
                                 name = "adafactor",
                                 ...,
                                 loss_scale_factor = NULL,
-                                gradient_accumulation_steps = NULL) {
+                                gradient_accumulation_steps = NULL,
+                                beta_1 = NULL,
+                                momentum_dtype = "float32",
+                                scale_parameter = TRUE,
+                                min_dim_size_to_factor = NULL,
+                                factored = TRUE,
+                                decay_offset = 0,
+                                stochastic_rounding = FALSE) {
   args <- adafactor_args(
     mget(names(adafactor_rules), environment()),
     list(...)
@@ -150,6 +185,8 @@ takes_no_arguments <- function(f) {
   all(vapply(formals(f), function(a) !is.name(a) || nzchar(a), TRUE))
 }
 
+float_dtypes <- c("float32", "bfloat16", "float16", "float64")
+
 # What each argument allows: a phrase for the error, and a test.
 adafactor_rules <- list(
   learning_rate = list(
@@ -174,7 +211,21 @@ adafactor_rules <- list(
   loss_scale_factor = list("NULL or a number > 0", or_null(above(0))),
   gradient_accumulation_steps = list(
     "NULL or a whole number >= 2", or_null(whole_at_least(2))
-  )
+  ),
+  beta_1 = list(
+    "NULL or a number in [0, 1)", or_null(function(x) at_least(0)(x) && x < 1)
+  ),
+  momentum_dtype = list(
+    paste0("one of ", paste0("\"", float_dtypes, "\"", collapse = ", ")),
+    function(x) is_string(x) && x %in% float_dtypes
+  ),
+  scale_parameter = list("TRUE or FALSE", is_flag),
+  min_dim_size_to_factor = list(
+    "NULL or a whole number >= 1", or_null(whole_at_least(1))
+  ),
+  factored = list("TRUE or FALSE", is_flag),
+  decay_offset = list("a whole number >= 0", whole_at_least(0)),
+  stochastic_rounding = list("TRUE or FALSE", is_flag)
 )
 
 # Check the arguments and convert them for Python. `args` holds the named
@@ -187,7 +238,11 @@ adafactor_args <- function(args, dots = list(), allowed = dots_allowed) {
     }
   }
   check_dots(dots, allowed)
-  for (name in c("ema_overwrite_frequency", "gradient_accumulation_steps")) {
+  integers <- c(
+    "ema_overwrite_frequency", "gradient_accumulation_steps",
+    "min_dim_size_to_factor", "decay_offset"
+  )
+  for (name in integers) {
     if (!is.null(args[[name]])) args[[name]] <- as.integer(args[[name]])
   }
   # A numeric learning rate always reaches Python as a float.

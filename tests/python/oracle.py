@@ -27,6 +27,11 @@ class Adafactor:
         epsilon_2=1e-3,
         clip_threshold=1.0,
         relative_step=True,
+        beta_1=None,
+        scale_parameter=True,
+        min_dim_size_to_factor=None,
+        factored=True,
+        decay_offset=0,
     ):
         self.learning_rate = learning_rate
         self.beta_2_decay = beta_2_decay
@@ -34,7 +39,19 @@ class Adafactor:
         self.epsilon_2 = epsilon_2
         self.clip_threshold = clip_threshold
         self.relative_step = relative_step
+        self.beta_1 = beta_1
+        self.scale_parameter = scale_parameter
+        self.min_dim_size_to_factor = min_dim_size_to_factor
+        self.factored = factored
+        self.decay_offset = decay_offset
         self.state = {}
+        self.momentum = {}
+
+    def factors(self, shape):
+        if not self.factored or len(shape) < 2:
+            return False
+        least = self.min_dim_size_to_factor
+        return least is None or min(shape[-2:]) >= least
 
     def rate(self, t):
         """The learning rate the user gave, for the t-th step (t >= 1)."""
@@ -49,9 +66,9 @@ class Adafactor:
         rho = self.rate(t)
         if not callable(self.learning_rate) and self.relative_step:
             rho = min(rho, 1 / np.sqrt(t))
-        beta = 1 - t**self.beta_2_decay
+        beta = 1 - max(t - self.decay_offset, 1) ** self.beta_2_decay
         g2 = g**2 + self.epsilon_1
-        if x.ndim >= 2:
+        if self.factors(x.shape):
             r, c = self.state.get(
                 key, (np.zeros(x.shape[:-1]), np.zeros(x.shape[:-2] + x.shape[-1:]))
             )
@@ -66,7 +83,14 @@ class Adafactor:
             big_v = v
         u = g / np.sqrt(big_v)
         u = u / max(1.0, rms(u) / self.clip_threshold)
-        return x - rho * max(self.epsilon_2, rms(x)) * u
+        step = rho * u
+        if self.scale_parameter:
+            step = step * max(self.epsilon_2, rms(x))
+        if self.beta_1 is not None:
+            m = self.momentum.get(key, np.zeros(x.shape))
+            step = self.beta_1 * m + (1 - self.beta_1) * step
+            self.momentum[key] = step
+        return x - step
 
 
 def trajectory(x0, grads, **kwargs):

@@ -30,6 +30,9 @@ CASES = [
     dict(global_clipnorm=2.0, loss_scale_factor=128.0),
     dict(use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3),
     dict(gradient_accumulation_steps=2, learning_rate=1),
+    dict(beta_1=0.9, momentum_dtype="bfloat16", scale_parameter=False),
+    dict(min_dim_size_to_factor=4, decay_offset=3, stochastic_rounding=True),
+    dict(factored=False),
 ]
 
 
@@ -79,7 +82,12 @@ def test_r_optimizer_is_the_python_optimizer(r_optimizer, kwargs):
     from_python = Adafactor(**kwargs)
     assert type(from_r) is Adafactor
     assert from_r.get_config() == from_python.get_config()
-    for name in ("ema_overwrite_frequency", "gradient_accumulation_steps"):
+    for name in (
+        "ema_overwrite_frequency",
+        "gradient_accumulation_steps",
+        "min_dim_size_to_factor",
+        "decay_offset",
+    ):
         value = getattr(from_r, name)
         assert value is None or type(value) is int
     for a, b in zip(one_step(from_r), one_step(from_python)):

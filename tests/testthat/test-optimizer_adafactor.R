@@ -5,7 +5,11 @@ test_that("the signature is keras3's optimizer_adafactor()", {
     weight_decay = NULL, clipnorm = NULL, clipvalue = NULL,
     global_clipnorm = NULL, use_ema = FALSE, ema_momentum = 0.99,
     ema_overwrite_frequency = NULL, name = "adafactor", ... = ,
-    loss_scale_factor = NULL, gradient_accumulation_steps = NULL
+    loss_scale_factor = NULL, gradient_accumulation_steps = NULL,
+    # beyond keras3, after its arguments:
+    beta_1 = NULL, momentum_dtype = "float32", scale_parameter = TRUE,
+    min_dim_size_to_factor = NULL, factored = TRUE, decay_offset = 0,
+    stochastic_rounding = FALSE
   )
   expect_identical(formals(optimizer_adafactor), as.pairlist(expected))
 })
@@ -23,11 +27,16 @@ test_that("whole numbers become Python ints and NULL becomes None", {
   skip_if_no_keras()
   opt <- optimizer_adafactor(
     use_ema = TRUE, ema_overwrite_frequency = 10,
-    gradient_accumulation_steps = 4, weight_decay = NULL
+    gradient_accumulation_steps = 4, weight_decay = NULL,
+    min_dim_size_to_factor = 8, decay_offset = 2
   )
   builtins <- reticulate::import_builtins(convert = FALSE)
   as_py <- reticulate::r_to_py(opt)
-  for (name in c("ema_overwrite_frequency", "gradient_accumulation_steps")) {
+  integers <- c(
+    "ema_overwrite_frequency", "gradient_accumulation_steps",
+    "min_dim_size_to_factor", "decay_offset"
+  )
+  for (name in integers) {
     value <- reticulate::py_get_attr(as_py, name)
     expect_true(reticulate::py_to_r(builtins$isinstance(value, builtins$int)))
   }
@@ -45,7 +54,9 @@ test_that("every argument reaches Python", {
     epsilon_2 = 0.01, clip_threshold = 0.5, relative_step = FALSE,
     weight_decay = 0.1, clipnorm = 2, use_ema = TRUE, ema_momentum = 0.9,
     ema_overwrite_frequency = 5, name = "mine", loss_scale_factor = 8,
-    gradient_accumulation_steps = 3
+    gradient_accumulation_steps = 3, beta_1 = 0.9, momentum_dtype = "bfloat16",
+    scale_parameter = FALSE, min_dim_size_to_factor = 16, factored = FALSE,
+    decay_offset = 100, stochastic_rounding = TRUE
   )
   config <- do.call(optimizer_adafactor, args)$get_config()
   for (name in names(args)) {
@@ -71,8 +82,8 @@ test_that("`...` is forwarded when a name is accepted, refused otherwise", {
   )
   expect_identical(args, list(learning_rate = 0.1, future_option = 2))
   expect_error(
-    optimizer_adafactor(beta_1 = 0.9),
-    "Unknown argument in `...`: `beta_1`", class = "adafactor_argument_error"
+    optimizer_adafactor(momentum = 0.9),
+    "Unknown argument in `...`: `momentum`", class = "adafactor_argument_error"
   )
   expect_error(
     optimizer_adafactor(foo = 1, bar = 2), "Unknown arguments .*`foo`, `bar`"
@@ -113,7 +124,16 @@ bad <- list(
   list("loss_scale_factor", -2, "NULL or a number > 0, not -2"),
   list("gradient_accumulation_steps", 1, "NULL or a whole number >= 2, not 1"),
   list("gradient_accumulation_steps", 3.5, "NULL or a whole number >= 2, not 3.5"),
-  list("gradient_accumulation_steps", NA, "NULL or a whole number >= 2, not NA")
+  list("gradient_accumulation_steps", NA, "NULL or a whole number >= 2, not NA"),
+  list("beta_1", 1, "NULL or a number in \\[0, 1\\), not 1"),
+  list("beta_1", "0.9", "NULL or a number in \\[0, 1\\), not \"0.9\""),
+  list("momentum_dtype", "int8", "one of \"float32\".*not \"int8\""),
+  list("scale_parameter", NA, "TRUE or FALSE, not NA"),
+  list("min_dim_size_to_factor", 0, "NULL or a whole number >= 1, not 0"),
+  list("factored", "yes", "TRUE or FALSE, not \"yes\""),
+  list("decay_offset", -1, "a whole number >= 0, not -1"),
+  list("decay_offset", 1.5, "a whole number >= 0, not 1.5"),
+  list("stochastic_rounding", c(TRUE, TRUE), "TRUE or FALSE, not c\\(TRUE, TRUE\\)")
 )
 
 for (case in bad) {

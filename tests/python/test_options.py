@@ -1,0 +1,201 @@
+"""Options beyond keras.optimizers.Adafactor: momentum, parameter scaling,
+what is factored, the decay offset and stochastic rounding of bfloat16."""
+
+import keras
+import numpy as np
+import oracle
+import pytest
+from conftest import apply_steps, max_rel_diff, random_problem, to_numpy
+
+from adafactor import Adafactor
+
+SHAPES = [(6, 5), (5, 8), (7,), (3, 4, 5)]
+
+
+def state_elements(optimizer):
+    return sum(
+        int(np.prod(v.shape))
+        for v in optimizer.variables
+        if v.name not in ("iteration", "learning_rate")
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(beta_1=0.9),
+        dict(scale_parameter=False),
+        dict(min_dim_size_to_factor=6),
+        dict(factored=False),
+        dict(decay_offset=3),
+        dict(beta_1=0.5, momentum_dtype="float32", scale_parameter=False),
+    ],
+    ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()),
+)
+def test_options_match_the_extended_oracle(kwargs):
+    x0s, grads = random_problem(SHAPES, steps=12, seed=31)
+    args = dict(learning_rate=0.05, relative_step=False, **kwargs)
+    got = apply_steps(Adafactor(**args), x0s, grads)
+    args.pop("momentum_dtype", None)
+    for i, shape in enumerate(SHAPES):
+        want = oracle.trajectory(x0s[i], [g[i] for g in grads], **args)
+        assert max_rel_diff(got[-1][i], want[-1]) <= 2e-5, shape
+    # Each option changes the trajectory of some variable.
+    plain = apply_steps(Adafactor(learning_rate=0.05, relative_step=False), x0s, grads)
+    assert max(max_rel_diff(a, b) for a, b in zip(got[-1], plain[-1])) > 1e-3
+
+
+def test_what_is_factored():
+    variables = [keras.Variable(np.zeros(s, "float32")) for s in [(6, 5), (2, 9)]]
+    shapes = {}
+    for kwargs in ({}, dict(min_dim_size_to_factor=3), dict(factored=False)):
+        opt = Adafactor(**kwargs)
+        opt.build(variables)
+        shapes[str(kwargs)] = [tuple(v.shape) for v in opt.variables[2:]]
+    assert shapes["{}"] == [(6,), (5,), (2,), (9,)]
+    assert shapes["{'min_dim_size_to_factor': 3}"] == [(6,), (5,), (2, 9)]
+    assert shapes["{'factored': False}"] == [(6, 5), (2, 9)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_momentum_adds_exactly_one_buffer(dtype):
+    variables = [keras.Variable(np.zeros(s, "float32")) for s in SHAPES]
+    plain, momentum = Adafactor(), Adafactor(beta_1=0.9, momentum_dtype=dtype)
+    plain.build(variables)
+    momentum.build(variables)
+    params = sum(int(np.prod(s)) for s in SHAPES)
+    assert state_elements(momentum) == state_elements(plain) + params
+    buffers = [v for v in momentum.variables if v.name.endswith("_m")]
+    assert [v.dtype for v in buffers] == [dtype] * len(SHAPES)
+
+
+optax = pytest.importorskip("optax")
+
+
+def optax_trajectory(x0s, grads, **kwargs):
+    import jax.numpy as jnp
+
+    tx = optax.adafactor(min_dim_size_to_factor=1, **kwargs)
+    params = [jnp.asarray(x, jnp.float32) for x in x0s]
+    state = tx.init(params)
+    for step_grads in grads:
+        g = [jnp.asarray(x, jnp.float32) for x in step_grads]
+        updates, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    return [np.asarray(p, np.float64) for p in params]
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        ({}, {}),
+        (dict(beta_1=0.9), dict(momentum=0.9)),
+        (dict(scale_parameter=False), dict(multiply_by_parameter_scale=False)),
+        (dict(decay_offset=0, beta_2_decay=-0.6), dict(decay_rate=0.6)),
+    ],
+    ids=["plain", "momentum", "no-parameter-scale", "decay-rate"],
+)
+def test_optax_agrees_where_the_algorithms_coincide(ours, theirs):
+    shapes = [(6, 5), (4, 7), (9,)]
+    x0s, grads = random_problem(shapes, steps=25, seed=32)
+    got = apply_steps(
+        Adafactor(learning_rate=0.02, relative_step=False, **ours), x0s, grads
+    )[-1]
+    want = optax_trajectory(x0s, grads, learning_rate=0.02, **theirs)
+    for shape, a, b in zip(shapes, got, want):
+        assert max_rel_diff(a, b) <= 1e-5, shape
+
+
+def _constant_gradient_run(dtype, stochastic_rounding, steps=100):
+    keras.utils.set_random_seed(0)
+    x = keras.Variable(np.ones((64, 64)), dtype=dtype)
+    g = keras.ops.convert_to_tensor(np.ones((64, 64), "float32"))
+    opt = Adafactor(
+        learning_rate=1e-3,
+        relative_step=False,
+        stochastic_rounding=stochastic_rounding,
+    )
+    for _ in range(steps):
+        opt.apply([g], [x])
+    return float(np.mean(1.0 - to_numpy(x)))
+
+
+def test_stochastic_rounding_keeps_bfloat16_on_course():
+    reference = _constant_gradient_run("float32", False)
+    nearest = _constant_gradient_run("bfloat16", False)
+    stochastic = _constant_gradient_run("bfloat16", True)
+    assert reference > 0.05
+    assert nearest < 0.5 * reference  # steps below half an ulp are lost
+    assert abs(stochastic - reference) <= 0.1 * reference
+
+
+def test_stochastic_rounding_is_reproducible():
+    a = _constant_gradient_run("bfloat16", True, steps=5)
+    b = _constant_gradient_run("bfloat16", True, steps=5)
+    assert a == b
+
+
+NEW_BAD = [
+    ("beta_1", 1.0, ValueError, r"a number in \[0, 1\) or None"),
+    ("beta_1", "0.9", TypeError, r"a number in \[0, 1\) or None"),
+    ("momentum_dtype", "int8", ValueError, "one of"),
+    ("momentum_dtype", 16, TypeError, "one of"),
+    ("scale_parameter", "no", TypeError, "True or False"),
+    ("min_dim_size_to_factor", 0, ValueError, "a whole number >= 1 or None"),
+    ("min_dim_size_to_factor", 2.5, TypeError, "a whole number >= 1 or None"),
+    ("factored", None, TypeError, "True or False"),
+    ("decay_offset", -1, ValueError, "a whole number >= 0"),
+    ("decay_offset", 0.5, TypeError, "a whole number >= 0"),
+    ("stochastic_rounding", 1, TypeError, "True or False"),
+]
+
+
+@pytest.mark.parametrize("name, value, error, allowed", NEW_BAD)
+def test_bad_option_is_refused(name, value, error, allowed):
+    with pytest.raises(error, match=allowed) as info:
+        Adafactor(**{name: value})
+    assert f"Received: {name}={value!r}" in str(info.value)
+
+
+EVERY_OPTION = dict(
+    beta_1=0.8,
+    momentum_dtype="bfloat16",
+    scale_parameter=False,
+    min_dim_size_to_factor=4,
+    factored=True,
+    decay_offset=10,
+    stochastic_rounding=True,
+)
+
+
+def test_options_survive_config_and_save(tmp_path):
+    optimizer = Adafactor(**EVERY_OPTION)
+    config = optimizer.get_config()
+    for key, value in EVERY_OPTION.items():
+        assert config[key] == value
+    assert Adafactor.from_config(config).get_config() == config
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(np.ones((8, 4)), np.ones((8, 8)), epochs=2, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.optimizer.get_config() == config
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+def test_bfloat16_weights_train_with_stochastic_rounding_in_fit():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(1, dtype="bfloat16")]
+    )
+    model.compile(
+        optimizer=Adafactor(learning_rate=0.05, stochastic_rounding=True),
+        loss="mse",
+    )
+    losses = model.fit(x, y, epochs=10, batch_size=16, verbose=0).history["loss"]
+    assert model.layers[0].kernel.dtype == "bfloat16"
+    assert np.isfinite(losses[-1]) and losses[-1] < 0.5 * losses[0]
