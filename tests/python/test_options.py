@@ -3,11 +3,11 @@ what is factored, the decay offset and stochastic rounding of bfloat16."""
 
 import keras
 import numpy as np
-import oracle
 import pytest
-from conftest import apply_steps, max_rel_diff, random_problem, to_numpy
 
+import oracle
 from adafactor import Adafactor
+from conftest import apply_steps, max_rel_diff, random_problem, to_numpy
 
 SHAPES = [(6, 5), (5, 8), (7,), (3, 4, 5)]
 

@@ -2,7 +2,9 @@
 made in R is the same Python optimizer as Adafactor() made here."""
 
 import atexit
+import gc
 import os
+import sysconfig
 from pathlib import Path
 
 import keras
@@ -49,21 +51,43 @@ def r_literal(value):
 
 @pytest.fixture(scope="module")
 def r_optimizer():
+    """Make an optimizer in R; return the Python object R made.
+
+    rpy2 runs R code with the GIL released, and reticulate 1.28 calls into
+    Python from there without taking it: a finalizer of R's GC freeing a
+    Python object then aborts the interpreter. So each R call takes the GIL
+    itself (PyGILState_Ensure), runs R's GC before giving it back
+    (PyEval_SaveThread, which leaves the state rpy2 expects), and Python's
+    cyclic GC is paused while R is in use.
+    """
     if not (Path(R_LIBRARY) / "adafactor").is_dir():
         pytest.fail(f"the R package is not installed in {R_LIBRARY}")
-    ro.r(f'.libPaths(c("{R_LIBRARY}", .libPaths())); library(adafactor)')
+    libpython = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var(
+        "INSTSONAME"
+    )
+    gc.collect()
+    gc.disable()
+    ro.r(
+        f'dyn.load("{libpython}"); .libPaths(c("{R_LIBRARY}", .libPaths())); '
+        "library(adafactor)"
+    )
+    keep = []
 
     def make(kwargs):
         call = ", ".join(f"{k} = {r_literal(v)}" for k, v in kwargs.items())
         ro.r(
-            f"reticulate::py_set_attr(reticulate::import_main(), "
-            f'"r_optimizer", optimizer_adafactor({call}))'
+            '.C("PyGILState_Ensure"); tryCatch('
+            "reticulate::py_set_attr(reticulate::import_main(), "
+            f'"r_optimizer", optimizer_adafactor({call})), '
+            'finally = {invisible(gc()); .C("PyEval_SaveThread")})'
         )
         import __main__
 
+        keep.append(__main__.r_optimizer)
         return __main__.r_optimizer
 
-    return make
+    yield make
+    gc.enable()
 
 
 def one_step(optimizer):
