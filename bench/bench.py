@@ -30,6 +30,9 @@ def sizes(quick):
             steps=5,
             scaling=[256, 512],
             peak=512,
+            bf16_samples=256,
+            bf16_epochs=1,
+            bf16_lr=0.003,
         )
     return dict(
         transformer=dict(d_model=512, heads=8, ff=2048, vocab=8000, blocks=2, seq=32),
@@ -37,6 +40,9 @@ def sizes(quick):
         steps=30,
         scaling=[1024, 2048, 4096, 8192],
         peak=8192,
+        bf16_samples=4000,
+        bf16_epochs=6,
+        bf16_lr=0.003,
     )
 
 
@@ -266,6 +272,58 @@ def worker_peak(cfg, which):
     }
 
 
+def reversal_transformer(keras, vocab=16, length=12, d_model=64, heads=4, ff=128):
+    """The demo's model: reverse a sequence of tokens."""
+    import numpy as np
+
+    tokens = keras.Input((length,), dtype="int32")
+    angle = np.arange(length)[:, None] / 10000 ** (
+        2 * np.arange(d_model // 2)[None, :] / d_model
+    )
+    positions = np.concatenate([np.sin(angle), np.cos(angle)], 1).astype("float32")
+    x = keras.layers.Embedding(vocab, d_model)(tokens)
+    x = x + keras.ops.cast(positions, x.dtype)
+    for _ in range(2):
+        attention = keras.layers.MultiHeadAttention(heads, d_model // heads)
+        x = keras.layers.LayerNormalization()(x + attention(x, x))
+        h = keras.layers.Dense(ff, activation="relu")(x)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(d_model)(h))
+    out = keras.layers.Dense(vocab, activation="softmax", dtype="float32")(x)
+    return keras.Model(tokens, out)
+
+
+def worker_bfloat16(cfg):
+    """The demo task with float32 weights, and with bfloat16 weights (no
+    float32 copy) rounded to nearest or stochastically."""
+    import keras
+    import numpy as np
+
+    from adafactor import Adafactor
+
+    rng = np.random.default_rng(1)
+    n, epochs = cfg["bf16_samples"], cfg["bf16_epochs"]
+    x = rng.integers(1, 16, size=(n, 12)).astype("int32")
+    y = np.ascontiguousarray(x[:, ::-1])
+    out = {}
+    runs = [("float32", False), ("bfloat16", False), ("bfloat16", True)]
+    for policy, rounding in runs:
+        keras.config.set_dtype_policy(policy)
+        keras.utils.set_random_seed(7)
+        model = reversal_transformer(keras)
+        model.compile(
+            optimizer=Adafactor(
+                learning_rate=cfg["bf16_lr"], stochastic_rounding=rounding
+            ),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        history = model.fit(x, y, epochs=epochs, batch_size=64, verbose=0).history
+        label = f"{policy}{', stochastic rounding' if rounding else ''}"
+        out[label] = {"loss": history["loss"], "accuracy": history["accuracy"]}
+    keras.config.set_dtype_policy("float32")
+    return out
+
+
 # ---------------------------------------------------------- orchestration
 
 
@@ -358,6 +416,21 @@ def write_report(results, out):
     ]
     for name, cell in results["peak"].items():
         lines.append(f"| {name} | {cell['peak_mb']:.0f} | {cell['model_mb']:.0f} |")
+    runs = results["bfloat16"]
+    reference = runs["float32"]["loss"][-1]
+    lines += [
+        "",
+        "## e. bfloat16 weights on the demo task (reversing 12 tokens)",
+        "",
+        "| weights | final loss | x float32 | accuracy |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, run in runs.items():
+        loss = run["loss"][-1]
+        lines.append(
+            f"| {name} | {loss:.4f} | {loss / reference:.3f} | "
+            f"{run['accuracy'][-1]:.3f} |"
+        )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
@@ -368,7 +441,7 @@ def plot(results, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
     names, values = [], []
     for backend, times in results["step"].items():
         for name, ms in times.items():
@@ -387,6 +460,11 @@ def plot(results, out):
     axes[1].set(xlabel="parameters", ylabel="ms", title="c. Step time (TF)")
     axes[2].set(xlabel="parameters", ylabel="bytes", title="c. Optimizer state")
     axes[1].legend(fontsize=8)
+    for name, run in results["bfloat16"].items():
+        epochs = range(1, len(run["loss"]) + 1)
+        axes[3].plot(epochs, run["loss"], "o-", label=name)
+    axes[3].set(xlabel="epoch", ylabel="training loss", title="e. bfloat16 weights")
+    axes[3].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "bench.png", dpi=110)
 
@@ -407,6 +485,7 @@ def main():
             "step": lambda: worker_step(cfg, backend),
             "scaling": lambda: worker_scaling(cfg),
             "peak": lambda: worker_peak(cfg, " ".join(rest)),
+            "bfloat16": lambda: worker_bfloat16(cfg),
         }[kind]()
         print(json.dumps(result))
         return
@@ -425,6 +504,8 @@ def main():
     for name in ("adafactor (ours)", "keras Adafactor", "keras Adam"):
         print(f"d. peak memory: {name} ...", flush=True)
         results["peak"][name] = run_worker(args, "peak", *name.split())
+    print("e. bfloat16 weights ...", flush=True)
+    results["bfloat16"] = run_worker(args, "bfloat16")
     write_report(results, args.out)
     plot(results, args.out)
     print((args.out / "results.md").read_text())
