@@ -167,6 +167,9 @@ _RULES = {
 }
 
 
+_LR_ALLOWED = "a number > 0, a LearningRateSchedule or a callable"
+
+
 def _validate(args):
     """Raise a TypeError or ValueError naming the argument and its value."""
     lr = args["learning_rate"]
@@ -185,9 +188,6 @@ def _validate(args):
             )
 
 
-_LR_ALLOWED = "a number > 0, a LearningRateSchedule or a callable"
-
-
 def _as_int(value):
     return None if value is None else int(value)
 
@@ -202,7 +202,7 @@ class Adafactor(keras.optimizers.Optimizer):
     gradient, the step scaled by `max(epsilon_2, RMS(x))`, the update clipped
     to `RMS <= clip_threshold`, the last two axes factored).
 
-    It differs from `keras.optimizers.Adafactor` in three ways:
+    It differs from `keras.optimizers.Adafactor` in these ways:
 
     - Memory. A variable of rank >= 2 keeps only its row statistic `r`
       (`shape[:-1]`) and column statistic `c` (`shape[:-2] + shape[-1:]`);
@@ -236,6 +236,22 @@ class Adafactor(keras.optimizers.Optimizer):
         ema_momentum, ema_overwrite_frequency, loss_scale_factor,
         gradient_accumulation_steps, name: as for every
             `keras.optimizers.Optimizer`.
+
+    Options beyond `keras.optimizers.Adafactor` (the defaults keep its
+    documented behaviour):
+        beta_1: None or a float in [0, 1). Momentum: an exponential moving
+            average of the final update, in one parameter-sized buffer.
+        momentum_dtype: The dtype of that buffer ("bfloat16" halves it).
+        scale_parameter: Bool. False drops the `max(epsilon_2, RMS(x))`
+            factor (optax's `multiply_by_parameter_scale`).
+        min_dim_size_to_factor: None or an int >= 1. Factor a variable only
+            when both of its last two dimensions are at least this size.
+        factored: Bool. False keeps a full second moment for every variable.
+        decay_offset: An int >= 0. The `beta_2` schedule counts steps from
+            this iteration on (optax's `decay_offset`); before it, beta_2 = 0.
+        stochastic_rounding: Bool. Round the new value of a bfloat16 variable
+            stochastically rather than to nearest, so that updates smaller
+            than half an ulp survive on average.
     """
 
     def __init__(
