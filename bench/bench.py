@@ -91,14 +91,14 @@ def worker_state(cfg):
             v for v in opt.variables if v.name not in ("iteration", "learning_rate")
         )
 
+    import jax
     import jax.numpy as jnp
     import optax
 
     tree = [jnp.zeros(s) for s in shapes]
     state = optax.adafactor(1e-3).init(tree)
     out["optax.adafactor"] = int(
-        sum(np.prod(x.shape) for x in __import__("jax").tree_util.tree_leaves(state))
-        - 0
+        sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(state))
     )
     import torch
 

@@ -103,11 +103,18 @@ def _model_and_data():
     return model, x, y
 
 
-@pytest.mark.parametrize(
+def _compile(model, kwargs):
+    model.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+
+
+RESUME_CASES = pytest.mark.parametrize(
     "kwargs",
     [{}, dict(use_ema=True, ema_overwrite_frequency=3, weight_decay=0.1)],
     ids=["plain", "ema+weight_decay"],
 )
+
+
+@RESUME_CASES
 def test_save_and_resume_equals_straight_run(tmp_path, kwargs):
     """train_on_batch, not fit: fit() ends by finalizing EMA weights."""
     model, x, y = _model_and_data()
@@ -118,12 +125,12 @@ def test_save_and_resume_equals_straight_run(tmp_path, kwargs):
         for xb, yb in part:
             m.train_on_batch(xb, yb)
 
-    model.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    _compile(model, kwargs)
     train(model, batches)
     straight = model.get_weights()
 
     model.set_weights(start)
-    model.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    _compile(model, kwargs)
     train(model, batches[:4])
     model.save(tmp_path / "half.keras")
     resumed = keras.models.load_model(tmp_path / "half.keras")
@@ -138,28 +145,24 @@ class _Interrupt(keras.callbacks.Callback):
             raise RuntimeError("interrupted")
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [{}, dict(use_ema=True, ema_overwrite_frequency=3, weight_decay=0.1)],
-    ids=["plain", "ema+weight_decay"],
-)
+@RESUME_CASES
 def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path, kwargs):
     model, x, y = _model_and_data()
     start = model.get_weights()
     fit = dict(epochs=4, batch_size=8, shuffle=False, verbose=0)
 
-    model.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    _compile(model, kwargs)
     model.fit(x, y, **fit)
     straight = model.get_weights()
 
     model.set_weights(start)
-    model.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    _compile(model, kwargs)
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="interrupted"):
         model.fit(x, y, callbacks=[backup, _Interrupt()], **fit)
     # A new process would build the model afresh: so do we.
     fresh, _, _ = _model_and_data()
-    fresh.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    _compile(fresh, kwargs)
     fresh.fit(x, y, callbacks=[backup], **fit)
     for a, b in zip(fresh.get_weights(), straight):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

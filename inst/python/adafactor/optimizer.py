@@ -173,10 +173,9 @@ _LR_ALLOWED = "a number > 0, a LearningRateSchedule or a callable"
 def _validate(args):
     """Raise a TypeError or ValueError naming the argument and its value."""
     lr = args["learning_rate"]
-    checks = [("learning_rate", lr, _number(lambda x: x > 0, _LR_ALLOWED))]
-    if not _is_real(lr) and callable(lr):
-        checks = []
-    checks += [(name, args[name], rule) for name, rule in _RULES.items()]
+    checks = [(name, args[name], rule) for name, rule in _RULES.items()]
+    if _is_real(lr) or not callable(lr):  # schedules and callables pass
+        checks.insert(0, ("learning_rate", lr, _number(lambda x: x > 0, _LR_ALLOWED)))
     for name, value, (kind, ok, allowed, none_ok) in checks:
         if value is None and none_ok:
             continue
