@@ -4,44 +4,12 @@ import keras
 
 import oracle
 from adafactor import Adafactor
-from conftest import max_rel_diff, random_problem, to_numpy
+from helpers import compiled_trajectory, max_rel_diff, random_problem
 
 BACKEND = keras.backend.backend()
 SHAPES = [(), (5,), (1, 9), (9, 1), (4, 6), (2, 3, 4)]
 STEPS = 20
 KWARGS = dict(learning_rate=0.05, clip_threshold=0.8, relative_step=False)
-
-
-def compiled_trajectory(optimizer, x0s, grads):
-    """Run the steps with the update compiled; return the final values."""
-    variables = [keras.Variable(x.astype("float32")) for x in x0s]
-    optimizer.build(variables)
-    grads = [
-        [keras.ops.convert_to_tensor(g.astype("float32")) for g in gs] for gs in grads
-    ]
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        step = tf.function(lambda gs: optimizer.apply(gs, variables), jit_compile=True)
-        for gs in grads:
-            step(gs)
-    elif BACKEND == "jax":
-        import jax
-
-        step = jax.jit(optimizer.stateless_apply)
-        state = [v.value for v in optimizer.variables]
-        values = [v.value for v in variables]
-        for gs in grads:
-            values, state = step(state, gs, values)
-        for var, value in zip(variables, values):
-            var.assign(value)
-    else:
-        import torch
-
-        step = torch.compile(lambda gs: optimizer.apply(gs, variables))
-        for gs in grads:
-            step(gs)
-    return [to_numpy(v) for v in variables]
 
 
 def test_compiled_matches_keras_adafactor_and_oracle():

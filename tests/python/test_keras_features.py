@@ -7,7 +7,7 @@ import pytest
 
 import oracle
 from adafactor import Adafactor
-from conftest import max_rel_diff
+from helpers import max_rel_diff
 
 RTOL = 2e-5
 N, D, U = 16, 3, 2

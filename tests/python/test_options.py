@@ -7,7 +7,7 @@ import pytest
 
 import oracle
 from adafactor import Adafactor
-from conftest import apply_steps, max_rel_diff, random_problem, to_numpy
+from helpers import apply_steps, max_rel_diff, random_problem, to_numpy
 
 SHAPES = [(6, 5), (5, 8), (7,), (3, 4, 5)]
 

@@ -19,11 +19,19 @@ zero (a gradient with an all-zero row and column).
 
 import math
 import numbers
+import re
 
 import keras
 from keras import ops
 
 _LOW_PRECISION = ("float16", "bfloat16")
+# Options of keras.optimizers.Optimizer that fail on a sparse gradient (Keras
+# 3.15): TensorFlow divides an IndexedSlices by the loss scale with `/`; JAX's
+# accumulation and clipping cannot hold a BCOO.
+_KERAS_NEEDS_DENSE = {
+    "tensorflow": ("loss_scale_factor",),
+    "jax": ("gradient_accumulation_steps", "clipnorm", "global_clipnorm", "clipvalue"),
+}
 
 
 def _factored(dims):
@@ -59,17 +67,74 @@ def _state_dtype(dtype):
     return "float32" if dtype in _LOW_PRECISION else dtype
 
 
-def _dense(gradient, shape):
-    """A sparse gradient as a dense tensor.
+def _row_sparse(gradient):
+    """(indices, values) of a gradient that is sparse along axis 0, else None.
 
-    The factored statistics need every row and column of the gradient, so
-    TensorFlow's IndexedSlices are summed into their dense shape (duplicate
-    indices add up), and other sparse tensors (JAX's BCOO, TensorFlow's
-    SparseTensor) are densified.
+    TensorFlow's IndexedSlices (an embedding's gradient), with indices in any
+    container TensorFlow accepts, and a JAX BCOO whose only sparse axis is
+    the first.
     """
+    kind = type(gradient).__name__
+    if kind == "IndexedSlices":
+        return ops.convert_to_tensor(gradient.indices), gradient.values
+    if kind == "BCOO" and gradient.n_batch == 0 and gradient.n_sparse == 1:
+        return gradient.indices[:, 0], gradient.data
+    return None
+
+
+def _like(gradient, indices, values, shape):
+    """Rows `values` at `indices`, as the same kind of sparse tensor."""
     if type(gradient).__name__ == "IndexedSlices":
-        return ops.segment_sum(gradient.values, gradient.indices, num_segments=shape[0])
+        import tensorflow as tf
+
+        return tf.IndexedSlices(values, indices, tf.constant(shape, "int64"))
+    return type(gradient)((values, ops.expand_dims(indices, -1)), shape=shape)
+
+
+def _sum_duplicates(indices, values, num_rows):
+    """Sum the rows of a row-sparse gradient that share an index.
+
+    Returns (indices, values) of the same length as the input: the first
+    occurrence of each index carries the sum of its rows, the others carry
+    zeros. Shapes stay static, so this compiles under XLA and jit.
+    """
+    indices = ops.cast(indices, "int32")
+    positions = ops.arange(ops.shape(indices)[0], dtype="int32")
+    # The last position of each index stands for all of its occurrences.
+    last = ops.segment_max(positions, indices, num_segments=num_rows)
+    owner = ops.take(last, indices)
+    return indices, ops.segment_sum(values, owner, num_segments=ops.shape(owner)[0])
+
+
+def _coalesced(gradient):
+    """A row-sparse gradient with its duplicate indices summed."""
+    rows = _row_sparse(gradient)
+    if rows is None:
+        return gradient
+    shape = tuple(gradient.shape)
+    indices, values = _sum_duplicates(*rows, num_rows=shape[0])
+    return _like(gradient, indices, values, shape)
+
+
+def _dense(gradient, shape):
+    """A sparse gradient as a dense tensor (duplicate indices add up)."""
+    rows = _row_sparse(gradient)
+    if rows is not None:
+        return ops.scatter(
+            ops.expand_dims(ops.cast(rows[0], "int32"), -1), rows[1], shape
+        )
     return ops.convert_to_tensor(gradient, sparse=False)
+
+
+def _spread(update, indices, shape):
+    """A statistic's update given at rows `indices` (None: at every row)."""
+    if indices is None:
+        return update
+    return ops.scatter(ops.expand_dims(indices, -1), update, shape)
+
+
+def _rows(x, indices):
+    return x if indices is None else ops.take(x, indices, axis=0)
 
 
 def _row_sums(matrix, weights=None):
@@ -132,14 +197,26 @@ def _whole(ok, allowed, none_ok=False):
 
 
 _FLAG = (_is_flag, lambda x: True, "True or False", False)
+# The least normal float32. The statistics and the update are float32 (or
+# wider); a smaller epsilon_1 or clip_threshold is 0 once flushed to zero, as
+# TensorFlow, XLA and GPUs do, and a zero gradient row then gives 0 / 0.
+_TINY = 2.0**-126
+_NORMAL = (
+    "a number >= 1.1754944e-38 (the least normal float32: a smaller one is 0"
+    " on backends that flush subnormals to zero, and an all-zero gradient row"
+    " then divides 0 by 0)"
+)
+# TensorFlow's rule for a name scope, less the `/` Keras refuses: any other
+# name breaks training there.
+_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\>-]*")
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 # What each argument allows: (type test, value test, phrase, None allowed).
 _RULES = {
     "beta_2_decay": _number(lambda x: x < 0, "a number < 0"),
-    "epsilon_1": _number(lambda x: x >= 0, "a number >= 0"),
+    "epsilon_1": _number(lambda x: x >= _TINY, _NORMAL),
     "epsilon_2": _number(lambda x: x >= 0, "a number >= 0"),
-    "clip_threshold": _number(lambda x: x > 0, "a number > 0"),
+    "clip_threshold": _number(lambda x: x >= _TINY, _NORMAL),
     "relative_step": _FLAG,
     "weight_decay": _number(lambda x: x >= 0, "a number >= 0", True),
     "clipnorm": _number(lambda x: x > 0, "a number > 0", True),
@@ -164,6 +241,13 @@ _RULES = {
     "factored": _FLAG,
     "decay_offset": _whole(lambda x: x >= 0, "a whole number >= 0"),
     "stochastic_rounding": _FLAG,
+    "name": (
+        lambda x: isinstance(x, str),
+        lambda x: _NAME.fullmatch(x) is not None,
+        "a string of letters, digits and `_.>-\\` that starts with a letter,"
+        " a digit or `.` (a valid TensorFlow name scope)",
+        False,
+    ),
 }
 
 
@@ -366,41 +450,97 @@ class Adafactor(keras.optimizers.Optimizer):
             lr = ops.minimum(lr, ops.rsqrt(step))
         return lr
 
+    def apply(self, grads, trainable_variables=None):
+        """As Keras's, but a sparse gradient is made dense first where an
+        option of Keras's base optimizer cannot take it sparse."""
+        options = _KERAS_NEEDS_DENSE.get(keras.backend.backend(), ())
+        if any(getattr(self, option) for option in options):
+            grads = [g if _row_sparse(g) is None else _dense(g, g.shape) for g in grads]
+        return super().apply(grads, trainable_variables)
+
+    def _clip_gradients(self, grads):
+        """Clip the gradient, not its slices: Keras clips a row-sparse
+        gradient before its duplicate indices are summed."""
+        if self.clipnorm or self.global_clipnorm or self.clipvalue:
+            grads = [_coalesced(g) for g in grads]
+        return super()._clip_gradients(grads)
+
+    def _sparse_rows(self, gradient, variable, momentum):
+        """(indices, values) when the update can be written row-sparse.
+
+        A row without a gradient gets an update of exactly zero, so only the
+        rows of a row-sparse gradient change. Momentum moves every row, and
+        stochastic rounding rewrites every row: those take the dense path.
+        """
+        if momentum is not None or self._rounds_stochastically(variable):
+            return None
+        return _row_sparse(gradient)
+
+    def _rounds_stochastically(self, variable):
+        return self.stochastic_rounding and variable.dtype == "bfloat16"
+
     def update_step(self, gradient, variable, learning_rate):
         """One Adafactor step for one variable (Algorithms 2 and 4).
 
-        The scaled gradient u is formed only inside the final write. Its RMS,
-        needed for clipping, comes from the row sums of g^2 weighted by the
-        squared column factor, so no parameter-sized temporary is kept.
+        A gradient sparse along axis 0 (an embedding's) is handled row by
+        row: duplicate indices are summed first, every statistic decays, only
+        the touched rows add their squares, and only they are written back.
+        A dense gradient is the case in which every row is touched.
+
+        Finite wherever float32 holds the documented update: the statistics
+        are kept >= epsilon_1, the row factor is formed as
+        rsqrt(r) * sqrt(mean(r)) rather than rsqrt(r / mean(r)), whose
+        quotient is a subnormal that flush-to-zero backends (TensorFlow and
+        XLA on CPU, GPUs) turn into 0, and a zero gradient meets only finite
+        factors.
         """
-        if 0 in tuple(variable.shape):
+        shape = tuple(variable.shape)
+        if 0 in shape:
             return
         index = self._get_variable_index(variable)
         r, c, v, m = self._r[index], self._c[index], self._v[index], self._m[index]
         dtype = _state_dtype(variable.dtype)
-        g = ops.cast(_dense(gradient, variable.shape), dtype)
+        rows = self._sparse_rows(gradient, variable, m)
+        if rows is None:
+            indices, g = None, _dense(gradient, shape)
+        else:
+            indices, g = _sum_duplicates(*rows, num_rows=shape[0])
+        g = ops.cast(g, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         decay_step = ops.maximum(step - self.decay_offset, 1.0)
         beta = 1.0 - ops.power(decay_step, self.beta_2_decay)
+
+        def ema(stat, update):
+            new = beta * stat + (1.0 - beta) * (update + self.epsilon_1)
+            # >= epsilon_1 exactly; rounding and flush-to-zero could go below.
+            new = ops.maximum(new, self.epsilon_1)
+            self.assign(stat, new)
+            return new
+
         g2 = ops.square(g)
-
         if v is None:
-            new_c = beta * c + (1.0 - beta) * (ops.mean(g2, axis=-2) + self.epsilon_1)
+            # c and the mean of r have axis 0 of the variable from rank 3 on.
+            sliced = len(shape) > 2
+            row_means = _spread(_row_sums(g2) / shape[-1], indices, r.shape)
+            # Column means over all shape[-2] rows, touched or not.
+            col_means = ops.sum(g2, axis=-2) / shape[-2]
+            if sliced:
+                col_means = _spread(col_means, indices, c.shape)
+            new_r, new_c = ema(r, row_means), ema(c, col_means)
+            mean_r = ops.mean(new_r, axis=-1, keepdims=True)
+            if sliced:
+                mean_r, new_c = _rows(mean_r, indices), _rows(new_c, indices)
+            row = ops.rsqrt(_rows(new_r, indices)) * ops.sqrt(mean_r)
             col = ops.rsqrt(new_c)
-            row_sums = _row_sums(g2)
-            new_r = beta * r + (1.0 - beta) * (row_sums / g.shape[-1] + self.epsilon_1)
             weighted = _row_sums(g2, ops.square(col))
-            self.assign(r, new_r)
-            self.assign(c, new_c)
-            row = ops.rsqrt(new_r / ops.mean(new_r, axis=-1, keepdims=True))
             sum_u2 = ops.sum(ops.square(row * ops.sqrt(weighted)))
+            u = g * ops.expand_dims(row, -1) * ops.expand_dims(col, -2)
         else:
-            new_v = beta * v + (1.0 - beta) * (g2 + self.epsilon_1)
-            self.assign(v, new_v)
-            g = g * ops.rsqrt(new_v)
-            sum_u2 = ops.sum(ops.square(g))
+            new_v = ema(v, _spread(g2, indices, v.shape))
+            u = g * ops.rsqrt(_rows(new_v, indices))
+            sum_u2 = ops.sum(ops.square(u))
 
-        size = math.prod(variable.shape)
+        size = math.prod(shape)
         rms_u = ops.sqrt(sum_u2 / size)
         scale = self._step_size(learning_rate, step, dtype) / ops.maximum(
             1.0, rms_u / self.clip_threshold
@@ -408,18 +548,18 @@ class Adafactor(keras.optimizers.Optimizer):
         if self.scale_parameter:
             rms_x = ops.sqrt(_sum_of_squares(ops.cast(variable, dtype)) / size)
             scale = scale * ops.maximum(self.epsilon_2, rms_x)
-        if v is None:
-            delta = g * ops.expand_dims(scale * row, -1) * ops.expand_dims(col, -2)
-        else:
-            delta = g * scale
+        delta = u * scale
         if m is not None:
             delta = self.beta_1 * ops.cast(m, dtype) + (1.0 - self.beta_1) * delta
             self.assign(m, ops.cast(delta, m.dtype))
-        if self.stochastic_rounding and variable.dtype == "bfloat16":
+        if self._rounds_stochastically(variable):
             new_x = ops.cast(variable, "float32") - delta
             self.assign(variable, _stochastic_round(new_x, self._seed_generator))
-        else:
-            self.assign_sub(variable, ops.cast(delta, variable.dtype))
+            return
+        delta = ops.cast(delta, variable.dtype)
+        if indices is not None:
+            delta = _like(gradient, indices, delta, shape)
+        self.assign_sub(variable, delta)
 
     def get_config(self):
         config = super().get_config()
