@@ -22,15 +22,23 @@
 #'   `learning_rate`.
 #'
 #' @section R specifics:
-#' * `NULL` becomes Python's `None`.
+#' * `NULL` becomes Python's `None`. A 1x1 matrix or array counts as its one
+#'   value.
 #' * `ema_overwrite_frequency`, `gradient_accumulation_steps`,
 #'   `min_dim_size_to_factor` and `decay_offset` may be given as doubles
-#'   (`10`); they must be whole numbers and are passed as integers.
+#'   (`10`); whole numbers reach Python as integers.
 #' * `learning_rate` may be an R function of no arguments. It is called by
 #'   Keras to get the rate; in a compiled training step that happens when the
-#'   step is traced, so the value is then fixed.
-#' * Every argument is checked in R, before Python is started, with an error
-#'   naming the argument, the value given and what is allowed.
+#'   step is traced, so the value is then fixed. A saved model cannot hold an
+#'   R function: saving stores the rate's current value instead, with a
+#'   warning, and the loaded model trains at that constant rate. Use a
+#'   `LearningRateSchedule` (keras3's `learning_rate_schedule_*()`) to save
+#'   a schedule.
+#' * R checks what only R can see (the type, length 1, `NA`, a function's
+#'   arguments) before Python starts. The allowed values are the Python
+#'   class's rules: its message is passed on. Either way the error has class
+#'   `adafactor_argument_error` and names the argument, the value given and
+#'   what is allowed.
 #'
 #' @param learning_rate A number > 0, a `LearningRateSchedule` instance, or an
 #'   R function that takes no arguments and returns the actual value to use.
@@ -154,102 +162,108 @@ optimizer_adafactor <- function(learning_rate = 0.001,
                                 factored = TRUE,
                                 decay_offset = 0,
                                 stochastic_rounding = FALSE) {
-  args <- adafactor_args(
-    mget(names(adafactor_rules), environment()),
-    list(...)
-  )
-  do.call(adafactor_python()$Adafactor, args)
+  args <- mget(setdiff(names(formals()), "..."), environment())
+  args <- adafactor_args(args, list(...))
+  pass_on_python_errors(do.call(adafactor_python()$Adafactor, args))
 }
 
 # Python keyword arguments accepted in `...`; none yet.
 dots_allowed <- character()
 
-is_number <- function(x) {
-  is.numeric(x) && length(x) == 1L && !is.na(x) && is.finite(x)
-}
-is_flag <- function(x) is.logical(x) && length(x) == 1L && !is.na(x)
-is_string <- function(x) {
-  is.character(x) && length(x) == 1L && !is.na(x) && nzchar(x)
-}
-is_whole <- function(x) is_number(x) && x == round(x)
-above <- function(limit) function(x) is_number(x) && x > limit
-at_least <- function(limit) function(x) is_number(x) && x >= limit
-below <- function(limit) function(x) is_number(x) && x < limit
-whole_at_least <- function(limit) function(x) is_whole(x) && x >= limit
-or_null <- function(test) function(x) is.null(x) || test(x)
-is_rate <- function(x) {
-  above(0)(x) || inherits(x, "python.builtin.object") ||
-    (is.function(x) && takes_no_arguments(x))
-}
-takes_no_arguments <- function(f) {
-  all(vapply(formals(f), function(a) !is.name(a) || nzchar(a), TRUE))
-}
-
-float_dtypes <- c("float32", "bfloat16", "float16", "float64")
-
-# What each argument allows: a phrase for the error, and a test.
-adafactor_rules <- list(
-  learning_rate = list(
-    "a number > 0, a LearningRateSchedule or an R function of no arguments",
-    is_rate
-  ),
-  beta_2_decay = list("a number < 0", below(0)),
-  epsilon_1 = list("a number >= 0", at_least(0)),
-  epsilon_2 = list("a number >= 0", at_least(0)),
-  clip_threshold = list("a number > 0", above(0)),
-  relative_step = list("TRUE or FALSE", is_flag),
-  weight_decay = list("NULL or a number >= 0", or_null(at_least(0))),
-  clipnorm = list("NULL or a number > 0", or_null(above(0))),
-  clipvalue = list("NULL or a number >= 0", or_null(at_least(0))),
-  global_clipnorm = list("NULL or a number > 0", or_null(above(0))),
-  use_ema = list("TRUE or FALSE", is_flag),
-  ema_momentum = list("a number in [0, 1]", function(x) at_least(0)(x) && x <= 1),
-  ema_overwrite_frequency = list(
-    "NULL or a whole number >= 1", or_null(whole_at_least(1))
-  ),
-  name = list("a single non-empty string", is_string),
-  loss_scale_factor = list("NULL or a number > 0", or_null(above(0))),
-  gradient_accumulation_steps = list(
-    "NULL or a whole number >= 2", or_null(whole_at_least(2))
-  ),
-  beta_1 = list(
-    "NULL or a number in [0, 1)", or_null(function(x) at_least(0)(x) && x < 1)
-  ),
-  momentum_dtype = list(
-    paste0("one of ", paste0("\"", float_dtypes, "\"", collapse = ", ")),
-    function(x) is_string(x) && x %in% float_dtypes
-  ),
-  scale_parameter = list("TRUE or FALSE", is_flag),
-  min_dim_size_to_factor = list(
-    "NULL or a whole number >= 1", or_null(whole_at_least(1))
-  ),
-  factored = list("TRUE or FALSE", is_flag),
-  decay_offset = list("a whole number >= 0", whole_at_least(0)),
-  stochastic_rounding = list("TRUE or FALSE", is_flag)
+# What R alone can see of each argument: its R type. The allowed values
+# (ranges, NULL) are the Python class's rules, and its errors are passed on.
+r_types <- list(
+  learning_rate = "rate", beta_2_decay = "number", epsilon_1 = "number",
+  epsilon_2 = "number", clip_threshold = "number", relative_step = "flag",
+  weight_decay = "number", clipnorm = "number", clipvalue = "number",
+  global_clipnorm = "number", use_ema = "flag", ema_momentum = "number",
+  ema_overwrite_frequency = "whole", name = "string",
+  loss_scale_factor = "number", gradient_accumulation_steps = "whole",
+  beta_1 = "number", momentum_dtype = "string", scale_parameter = "flag",
+  min_dim_size_to_factor = "whole", factored = "flag", decay_offset = "whole",
+  stochastic_rounding = "flag"
 )
 
-# Check the arguments and convert them for Python. `args` holds the named
+# Each R type: what the error says, and the test of a single value.
+type_rules <- list(
+  number = list("a single number", is.numeric),
+  whole = list("a single whole number", is.numeric),
+  flag = list("TRUE or FALSE", is.logical),
+  string = list("a single string", is.character),
+  rate = list(
+    "a single number, a LearningRateSchedule or an R function of no arguments",
+    is.numeric
+  )
+)
+
+# Check what only R can see and convert for Python. `args` holds the named
 # arguments, `dots` what came through `...`.
 adafactor_args <- function(args, dots = list(), allowed = dots_allowed) {
   for (name in names(args)) {
-    rule <- adafactor_rules[[name]]
-    if (!rule[[2]](args[[name]])) {
-      abort_argument(name, args[[name]], rule[[1]])
-    }
+    args[name] <- list(r_value(name, args[[name]], r_types[[name]]))
   }
   check_dots(dots, allowed)
-  integers <- c(
-    "ema_overwrite_frequency", "gradient_accumulation_steps",
-    "min_dim_size_to_factor", "decay_offset"
-  )
-  for (name in integers) {
-    if (!is.null(args[[name]])) args[[name]] <- as.integer(args[[name]])
-  }
-  # A numeric learning rate always reaches Python as a float.
-  if (is.numeric(args$learning_rate)) {
-    args$learning_rate <- as.double(args$learning_rate)
-  }
   c(args, dots)
+}
+
+# One argument as Python should receive it: NULL and Python objects as they
+# are, a 1x1 matrix as its one value, whole numbers that fit as integers.
+r_value <- function(name, value, type) {
+  if (passes_as_is(value, type)) {
+    return(value)
+  }
+  if (is.atomic(value) && length(value) == 1L) {
+    value <- as.vector(value) # drops dim, names and other attributes
+  }
+  rule <- type_rules[[type]]
+  if (!is_single(value, rule[[2]])) {
+    abort_argument(name, value, rule[[1]])
+  }
+  python_number(value, type)
+}
+
+passes_as_is <- function(value, type) {
+  is.null(value) || inherits(value, "python.builtin.object") ||
+    (is.function(value) && type == "rate" && takes_no_arguments(value))
+}
+
+python_number <- function(value, type) {
+  if (!is.numeric(value)) {
+    return(value)
+  }
+  if (type != "whole") {
+    return(as.double(value))
+  }
+  fits <- abs(value) <= .Machine$integer.max && value == round(value)
+  if (fits) as.integer(value) else value
+}
+
+is_single <- function(value, is_type) {
+  is.atomic(value) && length(value) == 1L && !is.na(value) && is_type(value)
+}
+
+takes_no_arguments <- function(f) {
+  # A primitive such as sqrt has no formals of its own; args() shows them.
+  params <- formals(args(f))
+  required <- vapply(params, function(a) is.name(a) && !nzchar(a), TRUE)
+  all(!required | names(params) == "...")
+}
+
+# The Python constructor's ValueError or TypeError, as an R condition with
+# Python's message and no traceback.
+pass_on_python_errors <- function(expr) {
+  tryCatch(expr, error = function(e) {
+    message <- conditionMessage(e)
+    found <- regmatches(message, regexec(
+      "(?:ValueError|TypeError): (Argument `[^\n]*)", message,
+      perl = TRUE
+    ))[[1]]
+    if (length(found) == 0L) stop(e)
+    stop(errorCondition(
+      found[[2]],
+      class = "adafactor_argument_error", call = NULL
+    ))
+  })
 }
 
 check_dots <- function(dots, allowed) {
@@ -294,7 +308,7 @@ describe <- function(value) {
     return("NULL")
   }
   if (is.function(value)) {
-    return("a function with required arguments")
+    return(sprintf("a function of (%s)", toString(names(formals(args(value))))))
   }
   if (inherits(value, "python.builtin.object")) {
     return("a Python object")

@@ -1,6 +1,7 @@
 """get_config/from_config, Keras's registry, saving a model, pickling."""
 
 import pickle
+import warnings
 
 import keras
 import numpy as np
@@ -89,6 +90,39 @@ def test_pickle():
     assert comparable(again.get_config()) == optimizer.get_config()
 
 
+@keras.saving.register_keras_serializable(package="adafactor_tests")
+def constant_rate():
+    return 0.03
+
+
+@pytest.mark.parametrize(
+    "rate", [lambda: 0.03, constant_rate], ids=["lambda", "registered function"]
+)
+def test_a_rate_function_that_cannot_be_restored_is_saved_as_its_value(tmp_path, rate):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=Adafactor(learning_rate=rate), loss="mse")
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    if rate is constant_rate:  # Keras restores a registered function itself
+        model.save(tmp_path / "m.keras")
+        loaded = keras.models.load_model(tmp_path / "m.keras")
+        assert loaded.optimizer._learning_rate is constant_rate
+        return
+    with pytest.warns(UserWarning, match="its current value, 0.03, is saved"):
+        model.save(tmp_path / "m.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Skipping variable loading"
+        loaded = keras.models.load_model(tmp_path / "m.keras")
+    config = loaded.optimizer.get_config()
+    assert config["learning_rate"] == pytest.approx(0.03)
+    assert config["relative_step"] is False  # the function was never capped
+    for a, b in zip(state(loaded.optimizer), state(model.optimizer)):
+        np.testing.assert_array_equal(a, b)
+
+
+def state(optimizer):
+    return [np.asarray(v) for v in optimizer.variables if v.name != "learning_rate"]
+
+
 def _model_and_data():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((32, 5)).astype("float32")
@@ -104,13 +138,18 @@ def _model_and_data():
 
 
 def _compile(model, kwargs):
-    model.compile(optimizer=Adafactor(learning_rate=0.05, **kwargs), loss="mse")
+    model.compile(optimizer=Adafactor(**{"learning_rate": 0.05, **kwargs}), loss="mse")
 
 
 RESUME_CASES = pytest.mark.parametrize(
     "kwargs",
-    [{}, dict(use_ema=True, ema_overwrite_frequency=3, weight_decay=0.1)],
-    ids=["plain", "ema+weight_decay"],
+    [
+        {},
+        dict(use_ema=True, ema_overwrite_frequency=3, weight_decay=0.1),
+        # Saved as its current value, with a warning; the state still loads.
+        dict(learning_rate=lambda: 0.05),
+    ],
+    ids=["plain", "ema+weight_decay", "rate-function"],
 )
 
 

@@ -11,11 +11,11 @@ BAD = [
     ("learning_rate", float("nan"), ValueError, "a number > 0"),
     ("beta_2_decay", 0.0, ValueError, "a number < 0"),
     ("beta_2_decay", 0.5, ValueError, "a number < 0"),
-    ("epsilon_1", -1e-30, ValueError, "a number >= 0"),
+    ("epsilon_1", -1e-30, ValueError, "least normal float32"),
     ("epsilon_2", -0.1, ValueError, "a number >= 0"),
     ("epsilon_2", None, TypeError, "a number >= 0"),
-    ("clip_threshold", 0.0, ValueError, "a number > 0"),
-    ("clip_threshold", "1", TypeError, "a number > 0"),
+    ("clip_threshold", -1.0, ValueError, "least normal float32"),
+    ("clip_threshold", "1", TypeError, "least normal float32"),
     ("relative_step", 1, TypeError, "True or False"),
     ("relative_step", "yes", TypeError, "True or False"),
     ("use_ema", None, TypeError, "True or False"),
@@ -31,6 +31,14 @@ BAD = [
     ("clipvalue", "x", TypeError, "a number >= 0 or None"),
     ("global_clipnorm", -1.0, ValueError, "a number > 0 or None"),
     ("loss_scale_factor", 0.0, ValueError, "a number > 0 or None"),
+    ("decay_offset", -1, ValueError, "a whole number >= 0"),
+    ("momentum_dtype", "int8", ValueError, 'one of "float32"'),
+    ("beta_1", 1.0, ValueError, r"a number in \[0, 1\) or None"),
+    # TensorFlow's name-scope rule: any other name breaks fit() there.
+    ("name", "my adafactor", ValueError, "valid TensorFlow name scope"),
+    ("name", "a/b", ValueError, "valid TensorFlow name scope"),
+    ("name", "_private", ValueError, "valid TensorFlow name scope"),
+    ("name", 3, TypeError, "valid TensorFlow name scope"),
 ]
 
 

@@ -20,6 +20,7 @@ zero (a gradient with an all-zero row and column).
 import math
 import numbers
 import re
+import warnings
 
 import keras
 from keras import ops
@@ -269,6 +270,19 @@ def _validate(args):
             raise error(
                 f"Argument `{name}` must be {allowed}. Received: {name}={value!r}"
             )
+
+
+def _restorable(learning_rate):
+    """Whether Keras can deserialize what it saves for this learning rate."""
+    schedules = keras.optimizers.schedules.LearningRateSchedule
+    if not callable(learning_rate) or isinstance(learning_rate, schedules):
+        return True
+    saving = keras.saving
+    try:
+        saved = saving.serialize_keras_object(learning_rate)
+        return callable(saving.deserialize_keras_object(saved))
+    except Exception:  # what load_model would raise
+        return False
 
 
 def _as_int(value):
@@ -561,15 +575,53 @@ class Adafactor(keras.optimizers.Optimizer):
             delta = _like(gradient, indices, delta, shape)
         self.assign_sub(variable, delta)
 
+    def load_own_variables(self, store):
+        """As Keras's. A model saved with a learning-rate function has no
+        learning-rate variable; loaded, its saved value makes one. The rest
+        of the state is then loaded around it rather than dropped."""
+        learning_rate = self._learning_rate
+        if (
+            isinstance(learning_rate, keras.Variable)
+            and len(store.keys()) == len(self.variables) - 1
+        ):
+            saved = [v for v in self.variables if v is not learning_rate]
+            for i, variable in enumerate(saved):
+                variable.assign(store[str(i)])
+            return
+        super().load_own_variables(store)
+
     def get_config(self):
-        config = super().get_config()
+        """The config Keras saves. A learning rate that is a function Keras
+        cannot restore (an R function, a lambda) is saved as its current
+        value, with a warning, so that the file always loads."""
+        function = self._learning_rate
+        if _restorable(function):
+            config = super().get_config()
+        else:
+            rate = ops.convert_to_tensor(self.learning_rate)
+            warnings.warn(
+                "The learning rate is a function that a saved model cannot "
+                f"restore; its current value, {float(rate):g}, is saved instead, "
+                "and a loaded model trains at that constant rate. To save a "
+                "schedule, use a keras.optimizers.schedules."
+                "LearningRateSchedule (in R, keras3's learning_rate_schedule_*()).",
+                stacklevel=2,
+            )
+            # Keras serializes any callable; let it see the value instead.
+            try:
+                self._learning_rate = rate
+                config = super().get_config()
+            finally:
+                self._learning_rate = function
+            # The function was used as it is; so is the value that replaces it.
+            config["relative_step"] = False
         config.update(
             {
                 "beta_2_decay": self.beta_2_decay,
                 "epsilon_1": self.epsilon_1,
                 "epsilon_2": self.epsilon_2,
                 "clip_threshold": self.clip_threshold,
-                "relative_step": self.relative_step,
+                "relative_step": config.get("relative_step", self.relative_step),
                 "beta_1": self.beta_1,
                 "momentum_dtype": self.momentum_dtype,
                 "scale_parameter": self.scale_parameter,

@@ -1,0 +1,28 @@
+# keras3 exports an optimizer_adafactor() of its own: keras.optimizers.Adafactor,
+# with the parameter-sized buffers this package exists to avoid. A user who
+# attached adafactor means this package's, whatever the order of library()
+# calls, so when keras3 is attached after adafactor, adafactor moves back in
+# front of it on the search path, and says so.
+follow_keras3 <- function() {
+  setHook(packageEvent("keras3", "attach"), keras3_attached)
+}
+
+keras3_attached <- function(...) {
+  position <- match(c("package:adafactor", "package:keras3"), search())
+  if (anyNA(position) || position[1] < position[2]) {
+    return(invisible(FALSE))
+  }
+  detach("package:adafactor", character.only = TRUE)
+  attachNamespace("adafactor")
+  message(structure(
+    class = c("adafactor_keras3_message", "message", "condition"),
+    list(message = paste0(
+      "adafactor: keras3 was attached after adafactor, and its own ",
+      "optimizer_adafactor() (keras.optimizers.Adafactor) would have masked ",
+      "this package's. adafactor is now ahead of keras3 on the search path: ",
+      "optimizer_adafactor() is adafactor's; keras3's is ",
+      "keras3::optimizer_adafactor().\n"
+    ), call = NULL)
+  ))
+  invisible(TRUE)
+}

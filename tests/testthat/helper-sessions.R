@@ -1,0 +1,59 @@
+# Helpers for tests that need Python, a fresh R session, or keras3.
+
+# Tests that need Python with keras are skipped where it is missing.
+skip_if_no_keras <- function() {
+  if (!adafactor_available()) testthat::skip("Python with keras 3 is not available")
+}
+
+keras_py <- function() reticulate::import("keras")
+
+# A fresh R process with this package's library paths, for what must be
+# checked before Python starts.
+in_fresh_r <- function(fun, args = list(), env = character()) {
+  testthat::skip_if_not_installed("callr")
+  callr::r(fun, args, env = c(callr::rcmd_safe_env(), env), libpath = .libPaths())
+}
+
+# A minimal package named keras3 that exports an optimizer_adafactor() of its
+# own, installed into a temporary library: only R's search path is under test.
+stand_in_keras3 <- function() {
+  source <- file.path(tempfile("keras3-src-"), "keras3")
+  library <- tempfile("keras3-lib-")
+  dir.create(file.path(source, "R"), recursive = TRUE)
+  dir.create(library)
+  writeLines(c(
+    "Package: keras3", "Version: 0.0.1", "Title: Stand-in for Tests",
+    "Description: Stand-in.", "License: MIT",
+    "Authors@R: person('a', 'b', role = c('aut', 'cre'), email = 'a@b.org')"
+  ), file.path(source, "DESCRIPTION"))
+  writeLines("export(optimizer_adafactor)", file.path(source, "NAMESPACE"))
+  writeLines(
+    "optimizer_adafactor <- function(...) \"keras3's\"",
+    file.path(source, "R", "optimizer.R")
+  )
+  testthat::skip_if_not_installed("callr")
+  callr::rcmd_safe("INSTALL", c("-l", library, source), fail_on_status = TRUE)
+  library
+}
+
+# Attach `packages` in order in a fresh R; what optimizer_adafactor() is then.
+attach_in_order <- function(packages, library) {
+  in_fresh_r(function(packages, library) {
+    .libPaths(c(library, .libPaths()))
+    messages <- character()
+    withCallingHandlers(
+      for (p in packages) library(p, character.only = TRUE),
+      message = function(m) {
+        if (inherits(m, "adafactor_keras3_message")) {
+          messages <<- c(messages, conditionMessage(m))
+        }
+      }
+    )
+    list(
+      owner = environmentName(environment(optimizer_adafactor)),
+      search = grep("^package:(adafactor|keras3)$", search(), value = TRUE),
+      messages = messages,
+      python_started = reticulate::py_available(initialize = FALSE)
+    )
+  }, args = list(packages = packages, library = library))
+}
