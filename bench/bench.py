@@ -33,6 +33,7 @@ def sizes(quick):
             bf16_samples=256,
             bf16_epochs=1,
             bf16_lr=0.003,
+            embedding=dict(vocab=2000, width=16, batch=32, tokens=4, steps=3),
         )
     return dict(
         transformer=dict(d_model=512, heads=8, ff=2048, vocab=8000, blocks=2, seq=32),
@@ -43,6 +44,7 @@ def sizes(quick):
         bf16_samples=4000,
         bf16_epochs=6,
         bf16_lr=0.003,
+        embedding=dict(vocab=200_000, width=256, batch=256, tokens=16, steps=30),
     )
 
 
@@ -272,6 +274,38 @@ def worker_peak(cfg, which):
     }
 
 
+def worker_embedding(cfg, jit_compile):
+    """Training steps (train_on_batch) of a model dominated by one large
+    Embedding, the contenders interleaved step by step. TensorFlow gives the
+    embedding an IndexedSlices gradient; JAX and torch a dense one."""
+    import keras
+    import numpy as np
+
+    e = cfg["embedding"]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, e["vocab"], (e["batch"], e["tokens"])).astype("int32")
+    y = rng.standard_normal((e["batch"], 8)).astype("float32")
+    contenders = dict(keras_contenders(keras), SGD=lambda: keras.optimizers.SGD())
+    steps = {}
+    for name, make in contenders.items():
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential(
+            [
+                keras.Input((e["tokens"],), dtype="int32"),
+                keras.layers.Embedding(e["vocab"], e["width"]),
+                keras.layers.GlobalAveragePooling1D(),
+                keras.layers.Dense(8),
+            ]
+        )
+        model.compile(optimizer=make(), loss="mse", jit_compile=jit_compile)
+        steps[name] = _timer(lambda m=model: m.train_on_batch(x, y))
+    times = {name: [] for name in steps}
+    for _ in range(e["steps"]):
+        for name, timer in steps.items():  # interleaved
+            times[name].append(timer())
+    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
+
+
 def reversal_transformer(keras, vocab=16, length=12, d_model=64, heads=4, ff=128):
     """The demo's model: reverse a sequence of tokens."""
     import numpy as np
@@ -325,6 +359,14 @@ def worker_bfloat16(cfg):
 
 
 # ---------------------------------------------------------- orchestration
+
+# Keras's default compiles no XLA for TensorFlow on a CPU; "auto" elsewhere.
+EMBEDDING_RUNS = [
+    ("tensorflow (default: no XLA on CPU)", "tensorflow", ()),
+    ("tensorflow, jit_compile=True", "tensorflow", ("xla",)),
+    ("jax", "jax", ()),
+    ("torch", "torch", ()),
+]
 
 
 def run_worker(args, *extra, backend="tensorflow"):
@@ -431,6 +473,20 @@ def write_report(results, out):
             f"| {name} | {loss:.4f} | {loss / reference:.3f} | "
             f"{run['accuracy'][-1]:.3f} |"
         )
+    e = results["embedding_size"]
+    lines += [
+        "",
+        f"## f. Training step of a model dominated by Embedding({e['vocab']:,}, "
+        f"{e['width']}) (median ms, train_on_batch, {e['batch']} x {e['tokens']}"
+        " tokens)",
+        "",
+        "| backend | contender | ms | x keras Adam |",
+        "|---|---|---:|---:|",
+    ]
+    for backend, times in results["embedding"].items():
+        adam = times["keras Adam"]
+        for name, ms in times.items():
+            lines.append(f"| {backend} | {name} | {ms:.1f} | {ms / adam:.2f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
@@ -441,7 +497,7 @@ def plot(results, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    fig, axes = plt.subplots(1, 5, figsize=(25, 4.2))
     names, values = [], []
     for backend, times in results["step"].items():
         for name, ms in times.items():
@@ -465,6 +521,14 @@ def plot(results, out):
         axes[3].plot(epochs, run["loss"], "o-", label=name)
     axes[3].set(xlabel="epoch", ylabel="training loss", title="e. bfloat16 weights")
     axes[3].legend(fontsize=8)
+    names, values = [], []
+    for backend, times in results["embedding"].items():
+        for name, ms in times.items():
+            names.append(f"{backend}: {name}")
+            values.append(ms)
+    axes[4].barh(names[::-1], values[::-1], color="#55a868")
+    axes[4].set(xlabel="ms per training step (median)", title="f. Large embedding")
+    axes[4].tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     fig.savefig(out / "bench.png", dpi=110)
 
@@ -486,6 +550,7 @@ def main():
             "scaling": lambda: worker_scaling(cfg),
             "peak": lambda: worker_peak(cfg, " ".join(rest)),
             "bfloat16": lambda: worker_bfloat16(cfg),
+            "embedding": lambda: worker_embedding(cfg, rest == ["xla"] or "auto"),
         }[kind]()
         print(json.dumps(result))
         return
@@ -506,6 +571,13 @@ def main():
         results["peak"][name] = run_worker(args, "peak", *name.split())
     print("e. bfloat16 weights ...", flush=True)
     results["bfloat16"] = run_worker(args, "bfloat16")
+    results["embedding_size"] = cfg["embedding"]
+    results["embedding"] = {}
+    for label, backend, extra in EMBEDDING_RUNS:
+        print(f"f. embedding training step: {label} ...", flush=True)
+        results["embedding"][label] = run_worker(
+            args, "embedding", *extra, backend=backend
+        )
     write_report(results, args.out)
     plot(results, args.out)
     print((args.out / "results.md").read_text())

@@ -22,5 +22,15 @@ def test_quick_benchmark_writes_its_report(tmp_path):
     assert set(results["step"]) == {"tensorflow", "jax", "torch"}
     state = results["state"]
     assert state["adafactor (ours)"] < state["keras Adafactor"] < state["keras Adam"]
-    assert "## b. Update-step time" in (tmp_path / "results.md").read_text()
+    report = (tmp_path / "results.md").read_text()
+    assert "## b. Update-step time" in report
+    assert "## f. Training step of a model dominated by Embedding" in report
+    assert len(results["embedding"]) == 4
+    for times in results["embedding"].values():
+        assert set(times) == {
+            "adafactor (ours)",
+            "keras Adafactor",
+            "keras Adam",
+            "SGD",
+        }
     assert (tmp_path / "bench.png").stat().st_size > 0
