@@ -45,14 +45,15 @@
 #'   The learning rate. Defaults to `0.001`.
 #' @param beta_2_decay A number < 0, defaults to `-0.8`. The decay rate of
 #'   `beta_2`: `beta_2` at step `t` is `1 - t^beta_2_decay`.
-#' @param epsilon_1 A number >= 0, defaults to `1e-30`. A small offset to keep
-#'   the denominator away from 0.
+#' @param epsilon_1 A number >= 1.1754944e-38 (the least normal float32),
+#'   defaults to `1e-30`. A small offset to keep the denominator away from 0;
+#'   a smaller one is 0 on backends that flush subnormal numbers to zero.
 #' @param epsilon_2 A number >= 0, defaults to `1e-3`. A small offset to avoid
 #'   the learning rate becoming too small by time: steps are scaled by
 #'   `max(epsilon_2, RMS(weights))`.
-#' @param clip_threshold A number > 0, defaults to `1`. Clipping threshold of
-#'   the update's RMS. This is a part of the Adafactor algorithm, independent
-#'   from `clipnorm`, `clipvalue`, and `global_clipnorm`.
+#' @param clip_threshold A number >= 1.1754944e-38, defaults to `1`. Clipping
+#'   threshold of the update's RMS. This is a part of the Adafactor algorithm,
+#'   independent from `clipnorm`, `clipvalue`, and `global_clipnorm`.
 #' @param relative_step `TRUE` or `FALSE`, defaults to `TRUE`. If
 #'   `learning_rate` is a constant and `relative_step = TRUE`, the learning
 #'   rate is adjusted based on the current iteration `t` to
@@ -80,7 +81,8 @@
 #'   happens only when you call `optimizer$finalize_variable_values()`, which
 #'   `fit()` does after its last epoch.
 #' @param name A string, the name of the optimizer and the prefix of its
-#'   variables' names.
+#'   variables' names: letters, digits, `_`, `.`, `>`, `-` and backslashes,
+#'   starting with a letter, a digit or `.` (a valid TensorFlow name scope).
 #' @param ... For forward and backward compatibility: keyword arguments of the
 #'   Python class that have no R argument yet. There are none at present, so
 #'   any argument here is refused with an error.

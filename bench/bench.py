@@ -404,6 +404,28 @@ def machine():
     }
 
 
+def timing_table(title, by_backend, reference):
+    """Markdown rows: each contender's median ms, and its ratio to one."""
+    lines = ["", title, "", f"| backend | contender | ms | x {reference} |"]
+    lines.append("|---|---|---:|---:|")
+    for backend, times in by_backend.items():
+        for name, ms in times.items():
+            ratio = ms / times[reference]
+            lines.append(f"| {backend} | {name} | {ms:.1f} | {ratio:.2f} |")
+    return lines
+
+
+def timing_bars(ax, by_backend, xlabel, title, color):
+    names, values = [], []
+    for backend, times in by_backend.items():
+        for name, ms in times.items():
+            names.append(f"{backend}: {name}")
+            values.append(ms)
+    ax.barh(names[::-1], values[::-1], color=color)
+    ax.set(xlabel=xlabel, title=title)
+    ax.tick_params(axis="y", labelsize=7)
+
+
 def write_report(results, out):
     state = results["state"]
     params = state["parameters"]
@@ -426,17 +448,11 @@ def write_report(results, out):
     for name, n in state.items():
         if name != "parameters":
             lines.append(f"| {name} | {n:,} | {n / params:.3f} |")
-    lines += [
-        "",
+    lines += timing_table(
         "## b. Update-step time (median ms, compiled: TF XLA, JAX jit; torch eager)",
-        "",
-        "| backend | contender | ms | x ours |",
-        "|---|---|---:|---:|",
-    ]
-    for backend, times in results["step"].items():
-        ours = times["adafactor (ours)"]
-        for name, ms in times.items():
-            lines.append(f"| {backend} | {name} | {ms:.1f} | {ms / ours:.2f} |")
+        results["step"],
+        "adafactor (ours)",
+    )
     lines += [
         "",
         "## c. Scaling on TensorFlow (one square variable)",
@@ -474,19 +490,13 @@ def write_report(results, out):
             f"{run['accuracy'][-1]:.3f} |"
         )
     e = results["embedding_size"]
-    lines += [
-        "",
+    lines += timing_table(
         f"## f. Training step of a model dominated by Embedding({e['vocab']:,}, "
         f"{e['width']}) (median ms, train_on_batch, {e['batch']} x {e['tokens']}"
         " tokens)",
-        "",
-        "| backend | contender | ms | x keras Adam |",
-        "|---|---|---:|---:|",
-    ]
-    for backend, times in results["embedding"].items():
-        adam = times["keras Adam"]
-        for name, ms in times.items():
-            lines.append(f"| {backend} | {name} | {ms:.1f} | {ms / adam:.2f} |")
+        results["embedding"],
+        "keras Adam",
+    )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
@@ -498,14 +508,13 @@ def plot(results, out):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 5, figsize=(25, 4.2))
-    names, values = [], []
-    for backend, times in results["step"].items():
-        for name, ms in times.items():
-            names.append(f"{backend}: {name}")
-            values.append(ms)
-    axes[0].barh(names[::-1], values[::-1], color="#4c72b0")
-    axes[0].set_xlabel("ms per update step (median)")
-    axes[0].set_title("b. Update step")
+    timing_bars(
+        axes[0],
+        results["step"],
+        "ms per update step (median)",
+        "b. Update step",
+        "#4c72b0",
+    )
     scaling = results["scaling"]
     ns = [int(n) for n in scaling]
     for name in next(iter(scaling.values())):
@@ -521,14 +530,13 @@ def plot(results, out):
         axes[3].plot(epochs, run["loss"], "o-", label=name)
     axes[3].set(xlabel="epoch", ylabel="training loss", title="e. bfloat16 weights")
     axes[3].legend(fontsize=8)
-    names, values = [], []
-    for backend, times in results["embedding"].items():
-        for name, ms in times.items():
-            names.append(f"{backend}: {name}")
-            values.append(ms)
-    axes[4].barh(names[::-1], values[::-1], color="#55a868")
-    axes[4].set(xlabel="ms per training step (median)", title="f. Large embedding")
-    axes[4].tick_params(axis="y", labelsize=7)
+    timing_bars(
+        axes[4],
+        results["embedding"],
+        "ms per training step (median)",
+        "f. Large embedding",
+        "#55a868",
+    )
     fig.tight_layout()
     fig.savefig(out / "bench.png", dpi=110)
 

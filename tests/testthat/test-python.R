@@ -33,6 +33,7 @@ test_that("without keras the first call says what to install", {
   expect_match(result$message, "needs Python with keras 3 and a backend")
   expect_match(result$message, "install_adafactor()", fixed = TRUE)
   expect_match(result$message, "RETICULATE_PYTHON", fixed = TRUE)
+  expect_match(result$message, "py_require()", fixed = TRUE)
   expect_match(result$message, bare, fixed = TRUE)
   expect_true("adafactor_python_error" %in% result$class)
   expect_false(result$available)
@@ -59,6 +60,9 @@ test_that("with py_require(), keras 3 and a backend are declared", {
   }
   # Before reticulate 1.41 there is no py_require(): nothing is declared.
   expect_null(require_python_packages(NULL))
+  if (utils::packageVersion("reticulate") < "1.41") {
+    expect_null(require_python_packages())
+  }
 })
 
 test_that("the class is registered when keras is imported", {

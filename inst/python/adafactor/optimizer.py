@@ -11,10 +11,15 @@ dimensions. Variables of rank 0 and 1 keep a full second moment ``v``
 (Algorithm 2). Nothing else is stored per variable.
 
 The rank-1 estimate ``V = r c / mean(r)`` is never built. The gradient is
-scaled by a row factor ``rsqrt(r / mean(r))`` and a column factor
-``rsqrt(c)`` instead, which gives the same update while avoiding a
-parameter-sized temporary, and while staying finite where ``V`` underflows to
-zero (a gradient with an all-zero row and column).
+scaled by a row factor ``rsqrt(r) * sqrt(mean(r))`` and a column factor
+``rsqrt(c)`` instead, which gives the same update without a parameter-sized
+temporary, and stays finite where ``V`` or ``r / mean(r)`` falls below
+float32's normal range and is flushed to zero (an all-zero gradient row
+among large ones).
+
+A gradient sparse along axis 0 (an embedding's) is applied row-sparse: the
+same algorithm, in which untouched rows only decay their statistics and
+keep their values.
 """
 
 import math
@@ -95,7 +100,7 @@ def _like(gradient, indices, values, shape):
 def _sum_duplicates(indices, values, num_rows):
     """Sum the rows of a row-sparse gradient that share an index.
 
-    Returns (indices, values) of the same length as the input: the first
+    Returns (indices, values) of the same length as the input: the last
     occurrence of each index carries the sum of its rows, the others carry
     zeros. Shapes stay static, so this compiles under XLA and jit.
     """
@@ -305,8 +310,13 @@ class Adafactor(keras.optimizers.Optimizer):
       (`shape[:-1]`) and column statistic `c` (`shape[:-2] + shape[-1:]`);
       Keras also keeps a full-size copy of the estimate for every variable.
     - Finiteness. The second-moment estimate is applied as a row factor times
-      a column factor, so a gradient with an all-zero row and an all-zero
-      column no longer turns the variable into NaN.
+      a column factor, formed so that no intermediate falls below float32's
+      normal range, and the statistics are kept >= `epsilon_1`: an all-zero
+      gradient row no longer turns the variable into NaN on backends that
+      flush subnormals to zero (TensorFlow, XLA, GPUs).
+    - Sparse gradients. IndexedSlices and row BCOO gradients have their
+      duplicate indices summed before squaring (and before Keras clips
+      them), and only the touched rows of the variable are written.
     - `relative_step`. As documented, the step size is
       `min(learning_rate, 1 / sqrt(t))` only when `learning_rate` is a
       constant and `relative_step=True`. With `relative_step=False` a constant
@@ -322,17 +332,19 @@ class Adafactor(keras.optimizers.Optimizer):
             that takes no arguments and returns the value to use.
         beta_2_decay: Float < 0. The decay rate of `beta_2`:
             `beta_2_t = 1 - t^beta_2_decay`.
-        epsilon_1: Float >= 0, added to the squared gradient.
+        epsilon_1: Float >= 1.1754944e-38 (the least normal float32), added
+            to the squared gradient.
         epsilon_2: Float >= 0, the least parameter scale the step is scaled by.
-        clip_threshold: Float > 0. Updates are clipped to this RMS; part of
-            Adafactor, independent of `clipnorm`, `clipvalue` and
+        clip_threshold: Float >= 1.1754944e-38. Updates are clipped to this
+            RMS; part of Adafactor, independent of `clipnorm`, `clipvalue` and
             `global_clipnorm`.
         relative_step: Bool. If `learning_rate` is a constant and this is
             True, the step size is `min(learning_rate, 1 / sqrt(t))`.
         weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
         ema_momentum, ema_overwrite_frequency, loss_scale_factor,
-        gradient_accumulation_steps, name: as for every
+        gradient_accumulation_steps: as for every
             `keras.optimizers.Optimizer`.
+        name: The optimizer's name, a valid TensorFlow name scope.
 
     Options beyond `keras.optimizers.Adafactor` (the defaults keep its
     documented behaviour):
@@ -548,7 +560,6 @@ class Adafactor(keras.optimizers.Optimizer):
             col = ops.rsqrt(new_c)
             weighted = _row_sums(g2, ops.square(col))
             sum_u2 = ops.sum(ops.square(row * ops.sqrt(weighted)))
-            u = g * ops.expand_dims(row, -1) * ops.expand_dims(col, -2)
         else:
             new_v = ema(v, _spread(g2, indices, v.shape))
             u = g * ops.rsqrt(_rows(new_v, indices))
@@ -562,7 +573,12 @@ class Adafactor(keras.optimizers.Optimizer):
         if self.scale_parameter:
             rms_x = ops.sqrt(_sum_of_squares(ops.cast(variable, dtype)) / size)
             scale = scale * ops.maximum(self.epsilon_2, rms_x)
-        delta = u * scale
+        if v is None:
+            # Two full-size products, each factor finite: a zero row or
+            # column of g meets finite factors and stays zero.
+            delta = g * ops.expand_dims(row, -1) * ops.expand_dims(col * scale, -2)
+        else:
+            delta = u * scale
         if m is not None:
             delta = self.beta_1 * ops.cast(m, dtype) + (1.0 - self.beta_1) * delta
             self.assign(m, ops.cast(delta, m.dtype))
