@@ -284,8 +284,10 @@ def _restorable(learning_rate):
         return True
     saving = keras.saving
     try:
-        saved = saving.serialize_keras_object(learning_rate)
-        return callable(saving.deserialize_keras_object(saved))
+        with warnings.catch_warnings():  # Keras's advice on saving lambdas
+            warnings.simplefilter("ignore")
+            saved = saving.serialize_keras_object(learning_rate)
+            return callable(saving.deserialize_keras_object(saved))
     except Exception:  # what load_model would raise
         return False
 
