@@ -7,6 +7,17 @@ follow_keras3 <- function() {
   setHook(packageEvent("keras3", "attach"), keras3_attached)
 }
 
+# When the namespace goes (devtools reloads it, for one), its hook goes too.
+unfollow_keras3 <- function() {
+  event <- packageEvent("keras3", "attach")
+  others <- Filter(function(h) !identical(h, keras3_attached), getHook(event))
+  setHook(event, others, "replace")
+}
+
+.onUnload <- function(libpath) {
+  unfollow_keras3()
+}
+
 keras3_attached <- function(...) {
   position <- match(c("package:adafactor", "package:keras3"), search())
   if (anyNA(position) || position[1] < position[2]) {

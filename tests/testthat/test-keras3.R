@@ -19,3 +19,13 @@ test_that("keras3 alone keeps its own", {
   expect_identical(result$owner, "keras3")
   expect_length(result$messages, 0L)
 })
+
+test_that("unloading adafactor removes its hook and no other", {
+  event <- packageEvent("keras3", "attach")
+  saved <- getHook(event)
+  on.exit(setHook(event, saved, "replace"))
+  other <- function(...) NULL
+  setHook(event, list(other, keras3_attached), "replace")
+  unfollow_keras3()
+  expect_identical(getHook(event), list(other))
+})
