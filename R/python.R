@@ -20,8 +20,15 @@ adafactor_py <- NULL
   )
   # Keras finds the class of a saved model in its registry: import the module
   # as soon as keras is, so that load_model() knows "adafactor>Adafactor".
-  on_python_import("keras", function() adafactor_py$Adafactor)
+  on_python_import("keras", register_with_keras)
   follow_keras3()
+}
+
+# Importing the module registers its class with Keras. A failure here must
+# not fail library(adafactor): it is reported, as reticulate reports hooks.
+register_with_keras <- function() {
+  tryCatch(adafactor_py$Adafactor, error = function(e) warning(e))
+  invisible(NULL)
 }
 
 # reticulate >= 1.41 provisions Python from the requirements packages
