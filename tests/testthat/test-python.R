@@ -137,4 +137,12 @@ test_that("a saved model loads in a fresh session and trains on", {
   expect_equal(loaded$rate, 0.02, tolerance = 1e-6)
   expect_identical(loaded$iterations, saved$iterations)
   expect_identical(loaded$after, saved$iterations + 1L)
+
+  # keras already imported when adafactor is attached: registered at once.
+  late <- in_fresh_r(function(path) {
+    keras <- reticulate::import("keras")
+    library(adafactor)
+    class(keras$models$load_model(path)$optimizer)[1]
+  }, args = list(path = path))
+  expect_identical(late, "adafactor.optimizer.Adafactor")
 })
