@@ -77,6 +77,7 @@ OPTIONS = [
     dict(gradient_accumulation_steps=2),
     dict(clipnorm=0.5),
     dict(global_clipnorm=0.5),
+    dict(clipvalue=0.3),
     dict(loss_scale_factor=64.0),
     # Momentum moves untouched rows: the dense path, by design.
     dict(beta_1=0.9),
