@@ -55,13 +55,18 @@ def compiled_trajectory(optimizer, x0s, grads, compiler="default"):
 
     TensorFlow: XLA (`jit_compile=True`); JAX: `jax.jit` of
     `stateless_apply`, as `fit()` runs it; torch: `torch.compile`, or eager
-    with `compiler="eager"` (on any backend).
+    with `compiler="eager"` (on any backend). Gradients given as NumPy
+    arrays become float32 tensors; others (sparse ones) are used as they are.
     """
     variables = [keras.Variable(x.astype("float32")) for x in x0s]
     optimizer.build(variables)
-    grads = [
-        [keras.ops.convert_to_tensor(g.astype("float32")) for g in gs] for gs in grads
-    ]
+
+    def tensor(g):
+        if isinstance(g, np.ndarray):
+            return keras.ops.convert_to_tensor(g.astype("float32"))
+        return g
+
+    grads = [[tensor(g) for g in gs] for gs in grads]
     if compiler == "eager":
         for gs in grads:
             optimizer.apply(gs, variables)

@@ -6,7 +6,6 @@ import oracle
 from adafactor import Adafactor
 from helpers import compiled_trajectory, max_rel_diff, random_problem
 
-BACKEND = keras.backend.backend()
 SHAPES = [(), (5,), (1, 9), (9, 1), (4, 6), (2, 3, 4)]
 STEPS = 20
 KWARGS = dict(learning_rate=0.05, clip_threshold=0.8, relative_step=False)

@@ -11,7 +11,7 @@ import pytest
 
 import oracle
 from adafactor import Adafactor
-from helpers import BACKEND, max_rel_diff, to_numpy
+from helpers import BACKEND, compiled_trajectory, max_rel_diff, to_numpy
 
 pytestmark = pytest.mark.skipif(
     BACKEND not in ("tensorflow", "jax"), reason="no sparse gradients here"
@@ -108,31 +108,12 @@ def test_indices_in_any_container_tensorflow_accepts(container):
     assert max_rel_diff(got, run({}, x0, dense)) <= 1e-6
 
 
-def compiled_run(x0, gradients):
-    """The sparse update inside a compiled step: XLA, or jax.jit."""
-    variable = keras.Variable(x0)
-    optimizer = Adafactor(learning_rate=0.1)
-    optimizer.build([variable])
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        step = tf.function(lambda g: optimizer.apply([g], [variable]), jit_compile=True)
-        for g in gradients:
-            step(g)
-        return to_numpy(variable)
-    import jax
-
-    step = jax.jit(optimizer.stateless_apply)
-    state, values = [v.value for v in optimizer.variables], [variable.value]
-    for g in gradients:
-        values, state = step(state, [g], values)
-    return to_numpy(values[0])
-
-
 @pytest.mark.parametrize("shape", [(6, 4), (6, 3, 2)])
 def test_compiled_sparse_update(shape):
     x0, values = problem(shape, seed=3)
-    got = compiled_run(x0, [sparse_gradient(v, shape) for v in values])
+    # The sparse update inside a compiled step: XLA, or jax.jit.
+    sparse = [[sparse_gradient(v, shape)] for v in values]
+    got = compiled_trajectory(Adafactor(learning_rate=0.1), [x0], sparse)[0]
     dense = [dense_gradient(v, shape) for v in values]
     want = oracle.trajectory(x0, dense, learning_rate=0.1)[-1]
     assert max_rel_diff(got, want) <= 2e-5
