@@ -1,14 +1,17 @@
-# Everything a fresh Debian 12 machine needs, installed idempotently.
-#   make demo   the main job: trains a small Transformer from R
-#   make test   lint, the Python and R suites, R CMD check, coverage
-#   make bench  the benchmark (not a test)
-#   make site   the pkgdown reference site, in docs/
+# Everything a fresh Debian 12 or 13 machine needs, installed idempotently.
+#   make demo          the main job: memory, stability and convergence, from R
+#   make test          lint, the Python suites, R CMD check, the R tests
+#   make test-current  the Python suite on the newest releases (part of test)
+#   make bench         the benchmark (not a test)
+#   make site          the pkgdown reference site, in docs/
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(abspath $(VENV))/bin/python
+VENV_CURRENT := .venv-current
+PY_CURRENT := $(abspath $(VENV_CURRENT))/bin/python
 RLIB := $(abspath .rlib)
 STAMPS := .make
 BUILD := build
@@ -28,7 +31,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export _R_CHECK_FORCE_SUGGESTS_ := false
 export ADAFACTOR_R_LIBRARY := $(RLIB)
 
-.PHONY: setup demo bench test lint test-python check coverage docs site
+.PHONY: setup demo bench test lint test-python test-current check coverage docs site
 .DEFAULT_GOAL := test
 
 setup: $(STAMPS)/venv $(STAMPS)/rpkg
@@ -44,10 +47,19 @@ $(STAMPS)/apt:
 	fi
 	@mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/venv: requirements.txt pyproject.toml | $(STAMPS)/apt
+# The R package's Python: numpy and rpy2 are picked to fit Debian's R.
+$(STAMPS)/venv: requirements.txt tools/machine_requirements.py pyproject.toml | $(STAMPS)/apt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PYTHON) tools/machine_requirements.py > $(STAMPS)/machine-requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r $(STAMPS)/machine-requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+# The newest releases, as a Python user installs them today.
+$(STAMPS)/venv-current: requirements-current.txt pyproject.toml | $(STAMPS)/apt
+	test -x $(PY_CURRENT) || $(PYTHON) -m venv $(VENV_CURRENT)
+	$(PY_CURRENT) -m pip install -q -r requirements-current.txt
+	$(PY_CURRENT) -m pip install -q --no-deps -e .
 	@touch $@
 
 # The R package, installed into a project-local library.
@@ -78,8 +90,8 @@ lint: setup
 # The whole suite on tensorflow; the backend-neutral part again on jax and
 # torch (the distributed tests start their own backends).
 ONCE := --ignore=tests/python/test_r_package.py \
-	--ignore=tests/python/test_bench.py \
-	--ignore=tests/python/test_distributed.py
+	--ignore=tests/python/test_distributed.py \
+	--ignore=tests/python/test_machine_requirements.py
 test-python: setup
 	$(PY) -m coverage erase
 	KERAS_BACKEND=tensorflow $(PY) -m coverage run -p -m pytest tests/python -q
@@ -88,16 +100,27 @@ test-python: setup
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
 
-# R CMD check runs the testthat suite, the examples and the vignette.
+# The newest releases: the suite runs on jax and torch, whose releases differ
+# from requirements.txt, and is collected on tensorflow. The R package's tests
+# stay with the R package's Python.
+NOT_R := --ignore=tests/python/test_r_package.py
+test-current: $(STAMPS)/venv-current
+	KERAS_BACKEND=tensorflow $(PY_CURRENT) -m pytest tests/python -q $(NOT_R) \
+	  --collect-only -p no:cacheprovider | tail -1
+	KERAS_BACKEND=jax $(PY_CURRENT) -m pytest tests/python -q $(NOT_R)
+	KERAS_BACKEND=torch $(PY_CURRENT) -m pytest tests/python -q $(ONCE)
+
+# R CMD check runs the examples and the vignette; the testthat suite runs
+# once, under covr (make coverage), which fails when a test fails.
 check: setup
 	rm -rf $(BUILD) && mkdir -p $(BUILD)/src
 	tar -c --exclude=./.venv --exclude=./.rlib --exclude=./.git \
 	  --exclude=./$(BUILD) . | tar -x -C $(BUILD)/src
 	cd $(BUILD) && R_LIBS=$(RLIB) R CMD build src
-	cd $(BUILD) && R_LIBS=$(RLIB) R CMD check --no-manual adafactor_*.tar.gz
+	cd $(BUILD) && R_LIBS=$(RLIB) R CMD check --no-manual --no-tests adafactor_*.tar.gz
 	@! grep -E '^Status: .*(WARNING|ERROR)' $(BUILD)/adafactor.Rcheck/00check.log
 
 coverage: setup
 	$(R) -e 'print(covr::package_coverage())'
 
-test: lint test-python check coverage
+test: lint test-python test-current check coverage
