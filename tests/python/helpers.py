@@ -93,3 +93,40 @@ def compiled_trajectory(optimizer, x0s, grads, compiler="default"):
         for gs in grads:
             step(gs)
     return [to_numpy(v) for v in variables]
+
+
+BOOKKEEPING = ("iteration", "learning_rate")
+
+
+def state_variables(optimizer):
+    """The optimizer's state: its variables less the step count and rate."""
+    return [v for v in optimizer.variables if v.name not in BOOKKEEPING]
+
+
+def elements(variables):
+    """How many numbers the variables hold."""
+    return int(sum(np.prod(tuple(v.shape)) for v in variables))
+
+
+def transformer(vocab=16, length=12, d_model=64, heads=4, ff=128, blocks=2):
+    """The reference Transformer encoder of the tests and the benchmark.
+
+    Token embeddings plus sinusoidal positions (Vaswani et al., 2017), then
+    `blocks` of self-attention and a feed-forward layer, each with a residual
+    connection and layer normalisation; a softmax over the vocabulary at each
+    position, in float32 under any dtype policy.
+    """
+    tokens = keras.Input((length,), dtype="int32")
+    angle = np.arange(length)[:, None] / 10000 ** (
+        2 * np.arange(d_model // 2)[None, :] / d_model
+    )
+    positions = np.concatenate([np.sin(angle), np.cos(angle)], 1).astype("float32")
+    x = keras.layers.Embedding(vocab, d_model)(tokens)
+    x = x + keras.ops.cast(positions, x.dtype)
+    for _ in range(blocks):
+        attention = keras.layers.MultiHeadAttention(heads, d_model // heads)
+        x = keras.layers.LayerNormalization()(x + attention(x, x))
+        h = keras.layers.Dense(ff, activation="relu")(x)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(d_model)(h))
+    out = keras.layers.Dense(vocab, activation="softmax", dtype="float32")(x)
+    return keras.Model(tokens, out)

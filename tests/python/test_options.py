@@ -1,5 +1,6 @@
 """Options beyond keras.optimizers.Adafactor: momentum, parameter scaling,
-what is factored, the decay offset and stochastic rounding of bfloat16."""
+what is factored, the decay offset and stochastic rounding of bfloat16.
+(What each option keeps as state is tested in test_memory.py.)"""
 
 import keras
 import numpy as np
@@ -10,14 +11,6 @@ from adafactor import Adafactor
 from helpers import apply_steps, max_rel_diff, random_problem, to_numpy
 
 SHAPES = [(6, 5), (5, 8), (7,), (3, 4, 5)]
-
-
-def state_elements(optimizer):
-    return sum(
-        int(np.prod(v.shape))
-        for v in optimizer.variables
-        if v.name not in ("iteration", "learning_rate")
-    )
 
 
 @pytest.mark.parametrize(
@@ -43,30 +36,6 @@ def test_options_match_the_extended_oracle(kwargs):
     # Each option changes the trajectory of some variable.
     plain = apply_steps(Adafactor(learning_rate=0.05, relative_step=False), x0s, grads)
     assert max(max_rel_diff(a, b) for a, b in zip(got[-1], plain[-1])) > 1e-3
-
-
-def test_what_is_factored():
-    variables = [keras.Variable(np.zeros(s, "float32")) for s in [(6, 5), (2, 9)]]
-    shapes = {}
-    for kwargs in ({}, dict(min_dim_size_to_factor=3), dict(factored=False)):
-        opt = Adafactor(**kwargs)
-        opt.build(variables)
-        shapes[str(kwargs)] = [tuple(v.shape) for v in opt.variables[2:]]
-    assert shapes["{}"] == [(6,), (5,), (2,), (9,)]
-    assert shapes["{'min_dim_size_to_factor': 3}"] == [(6,), (5,), (2, 9)]
-    assert shapes["{'factored': False}"] == [(6, 5), (2, 9)]
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_momentum_adds_exactly_one_buffer(dtype):
-    variables = [keras.Variable(np.zeros(s, "float32")) for s in SHAPES]
-    plain, momentum = Adafactor(), Adafactor(beta_1=0.9, momentum_dtype=dtype)
-    plain.build(variables)
-    momentum.build(variables)
-    params = sum(int(np.prod(s)) for s in SHAPES)
-    assert state_elements(momentum) == state_elements(plain) + params
-    buffers = [v for v in momentum.variables if v.name.endswith("_m")]
-    assert [v.dtype for v in buffers] == [dtype] * len(SHAPES)
 
 
 def optax_trajectory(x0s, grads, **kwargs):
