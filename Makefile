@@ -73,7 +73,7 @@ docs: | $(STAMPS)/apt
 	Rscript -e 'roxygen2::roxygenise()'
 
 demo: setup
-	$(R) demo/transformer.R demo-output
+	$(R) demo/adafactor.R demo-output
 
 # Not a test: writes bench/results.md, bench/results.json and bench/bench.png.
 bench: setup
