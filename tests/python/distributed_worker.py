@@ -82,7 +82,8 @@ else:
     result["max_diff"] = max_diff(model.get_weights(), single)
     optimizer = model.optimizer
     result["layouts"] = {
-        v.name: [list(v._layout.axes), str(v.value.sharding.spec)]
+        # A PartitionSpec's axes (its repr differs between jax releases).
+        v.name: [list(v._layout.axes), list(v.value.sharding.spec)]
         for v in optimizer.variables
         if getattr(v, "_layout", None) is not None and len(v.shape)
     }
@@ -92,6 +93,8 @@ else:
         theirs = keras.optimizers.Adafactor()
         theirs.build(model.trainable_variables)
         result["keras_layouts"] = {
-            v.name: str(v.value.sharding.spec) for v in theirs.variables if len(v.shape)
+            v.name: list(v.value.sharding.spec)
+            for v in theirs.variables
+            if len(v.shape)
         }
 print(json.dumps(result))

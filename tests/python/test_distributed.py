@@ -37,7 +37,7 @@ def test_jax_data_parallel_on_four_devices():
     assert result["devices"] == 4
     assert result["max_diff"] <= 1e-5
     for axes, spec in result["layouts"].values():
-        assert axes == [None] and spec == "PartitionSpec(None,)"
+        assert axes == [None] and spec == [None]
 
 
 @pytest.mark.parametrize("layer, units", [("dense_in", 16), ("dense_out", 4)])
@@ -47,6 +47,6 @@ def test_jax_model_parallel_shards_the_statistics(layer, units):
     layouts = {name.split("_", 2)[-1]: v for name, v in result["layouts"].items()}
     # The kernel is sharded (None, "model"): r drops the sharded last axis and
     # is replicated; c keeps it and is sharded like the kernel's columns.
-    assert layouts[f"{layer}_kernel_r"] == [[None], "PartitionSpec(None,)"]
-    assert layouts[f"{layer}_kernel_c"] == [["model"], "PartitionSpec('model',)"]
+    assert layouts[f"{layer}_kernel_r"] == [[None], [None]]
+    assert layouts[f"{layer}_kernel_c"] == [["model"], ["model"]]
     assert layouts[f"{layer}_bias_v"][0] == [None]
