@@ -53,12 +53,13 @@ def r_literal(value):
 def r_optimizer():
     """Make an optimizer in R; return the Python object R made.
 
-    rpy2 runs R code with the GIL released, and reticulate 1.28 calls into
-    Python from there without taking it: a finalizer of R's GC freeing a
-    Python object then aborts the interpreter. So each R call takes the GIL
-    itself (PyGILState_Ensure), runs R's GC before giving it back
-    (PyEval_SaveThread, which leaves the state rpy2 expects), and Python's
-    cyclic GC is paused while R is in use.
+    rpy2 runs R code with the GIL released. reticulate 1.39 and later take
+    the GIL whenever they call into Python. Older releases call into Python
+    without it: a finalizer of R's GC freeing a Python object then aborts
+    the interpreter. So with those, each R call takes the GIL itself
+    (PyGILState_Ensure) and runs R's GC before giving it back
+    (PyEval_SaveThread, which leaves the state rpy2 expects); with the newer
+    ones, doing so deadlocks. Python's cyclic GC is paused while R is in use.
     """
     if not (Path(R_LIBRARY) / "adafactor").is_dir():
         pytest.fail(f"the R package is not installed in {R_LIBRARY}")
@@ -71,16 +72,22 @@ def r_optimizer():
         f'dyn.load("{libpython}"); .libPaths(c("{R_LIBRARY}", .libPaths())); '
         "library(adafactor)"
     )
+    takes_gil = ro.r('packageVersion("reticulate") >= "1.39"')[0]
     keep = []
 
     def make(kwargs):
         call = ", ".join(f"{k} = {r_literal(v)}" for k, v in kwargs.items())
-        ro.r(
-            '.C("PyGILState_Ensure"); tryCatch('
+        assign = (
             "reticulate::py_set_attr(reticulate::import_main(), "
-            f'"r_optimizer", optimizer_adafactor({call})), '
-            'finally = {invisible(gc()); .C("PyEval_SaveThread")})'
+            f'"r_optimizer", optimizer_adafactor({call}))'
         )
+        if takes_gil:
+            ro.r(assign)
+        else:
+            ro.r(
+                f'.C("PyGILState_Ensure"); tryCatch({assign}, '
+                'finally = {invisible(gc()); .C("PyEval_SaveThread")})'
+            )
         import __main__
 
         keep.append(__main__.r_optimizer)
