@@ -88,36 +88,40 @@ lint: setup
 	$(R) -e 'lints <- lintr::lint_package(); print(lints); quit(status = length(lints) > 0)'
 
 # The whole suite on tensorflow; the backend-neutral part again on jax and
-# torch (the distributed tests start their own backends).
+# torch (the distributed tests start their own backends). Keras's own test
+# files run on jax once, with the newest jax (test-current).
 ONCE := --ignore=tests/python/test_r_package.py \
 	--ignore=tests/python/test_distributed.py \
 	--ignore=tests/python/test_machine_requirements.py
 test-python: setup
 	$(PY) -m coverage erase
 	KERAS_BACKEND=tensorflow $(PY) -m coverage run -p -m pytest tests/python -q
-	KERAS_BACKEND=jax $(PY) -m coverage run -p -m pytest tests/python -q $(ONCE)
+	KERAS_BACKEND=jax $(PY) -m coverage run -p -m pytest tests/python -q $(ONCE) \
+	  --ignore=tests/python/test_keras_suite.py
 	KERAS_BACKEND=torch $(PY) -m coverage run -p -m pytest tests/python -q $(ONCE)
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
 
 # The newest releases: the suite runs on jax and torch, whose releases differ
 # from requirements.txt, and is collected on tensorflow. The R package's tests
-# stay with the R package's Python.
-NOT_R := --ignore=tests/python/test_r_package.py
+# stay with the R package's Python, and the benchmark's with test-python.
+NOT_R := --ignore=tests/python/test_r_package.py --ignore=tests/python/test_bench.py
 test-current: $(STAMPS)/venv-current
 	KERAS_BACKEND=tensorflow $(PY_CURRENT) -m pytest tests/python -q $(NOT_R) \
 	  --collect-only -p no:cacheprovider | tail -1
 	KERAS_BACKEND=jax $(PY_CURRENT) -m pytest tests/python -q $(NOT_R)
-	KERAS_BACKEND=torch $(PY_CURRENT) -m pytest tests/python -q $(ONCE)
+	KERAS_BACKEND=torch $(PY_CURRENT) -m pytest tests/python -q $(ONCE) $(NOT_R)
 
-# R CMD check runs the examples and the vignette; the testthat suite runs
-# once, under covr (make coverage), which fails when a test fails.
+# R CMD build runs the vignette and R CMD check the examples and the
+# vignette's code; the testthat suite runs once, under covr (make coverage),
+# which fails when a test fails.
 check: setup
 	rm -rf $(BUILD) && mkdir -p $(BUILD)/src
 	tar -c --exclude=./.venv --exclude=./.rlib --exclude=./.git \
 	  --exclude=./$(BUILD) . | tar -x -C $(BUILD)/src
 	cd $(BUILD) && R_LIBS=$(RLIB) R CMD build src
-	cd $(BUILD) && R_LIBS=$(RLIB) R CMD check --no-manual --no-tests adafactor_*.tar.gz
+	cd $(BUILD) && R_LIBS=$(RLIB) R CMD check --no-manual --no-tests \
+	  --no-build-vignettes adafactor_*.tar.gz
 	@! grep -E '^Status: .*(WARNING|ERROR)' $(BUILD)/adafactor.Rcheck/00check.log
 
 coverage: setup

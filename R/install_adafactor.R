@@ -49,8 +49,9 @@ python_requirements <- function(backend = "tensorflow",
                                   utils::packageVersion("reticulate"),
                                 sysname = Sys.info()[["sysname"]]) {
   known <- c("tensorflow", "jax", "torch")
-  if (!is.character(backend) || length(backend) == 0L ||
-    anyNA(backend) || !all(backend %in% known)) {
+  valid <- is.character(backend) && length(backend) > 0L &&
+    !anyNA(backend) && all(backend %in% known)
+  if (!valid) {
     stop(errorCondition(
       sprintf(
         "`backend` must be one or more of %s, not %s.",

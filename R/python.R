@@ -7,9 +7,9 @@ adafactor_py <- NULL
 
 .onLoad <- function(libname, pkgname) {
   # Prefer the environment install_adafactor() makes, unless the user chose.
-  if (Sys.getenv("RETICULATE_PYTHON") == "" &&
-    !reticulate::py_available(initialize = FALSE) &&
-    reticulate::virtualenv_exists(default_envname)) {
+  user_chose <- Sys.getenv("RETICULATE_PYTHON") != "" ||
+    reticulate::py_available(initialize = FALSE)
+  if (!user_chose && reticulate::virtualenv_exists(default_envname)) {
     reticulate::use_virtualenv(default_envname, required = FALSE)
   }
   require_python_packages()
