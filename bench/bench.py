@@ -68,8 +68,10 @@ def keras_contenders(keras):
     }
 
 
-def worker_state(cfg):
-    """Optimizer state of the reference Transformer, in elements."""
+def worker_state(cfg, backend):
+    """Optimizer state of the reference Transformer, in elements: the Keras
+    contenders, and the peer of this backend (optax on jax, torch's own on
+    torch). Each backend runs in a process of its own, as everywhere here."""
     import keras
     import numpy as np
 
@@ -81,36 +83,34 @@ def worker_state(cfg):
     )
     params = model.trainable_variables
     shapes = [tuple(v.shape) for v in params]
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        state = optax.adafactor(1e-3).init([jnp.zeros(s) for s in shapes])
+        leaves = jax.tree_util.tree_leaves(state)
+        return {"optax.adafactor": int(sum(np.prod(x.shape) for x in leaves))}
+    if backend == "torch":
+        import torch
+
+        tensors = [torch.zeros(s, requires_grad=True) for s in shapes]
+        opt = torch.optim.Adafactor(tensors)
+        for p in tensors:
+            p.grad = torch.ones_like(p)
+        opt.step()
+        kept = [
+            v
+            for st in opt.state.values()
+            for k, v in st.items()
+            if torch.is_tensor(v) and k != "step"
+        ]
+        return {"torch.optim.Adafactor": int(sum(v.numel() for v in kept))}
     out = {"parameters": elements(params)}
     for name, make in keras_contenders(keras).items():
         opt = make()
         opt.build(params)
         out[name] = elements(state_variables(opt))
-
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    tree = [jnp.zeros(s) for s in shapes]
-    state = optax.adafactor(1e-3).init(tree)
-    out["optax.adafactor"] = int(
-        sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(state))
-    )
-    import torch
-
-    tensors = [torch.zeros(s, requires_grad=True) for s in shapes]
-    opt = torch.optim.Adafactor(tensors)
-    for p in tensors:
-        p.grad = torch.ones_like(p)
-    opt.step()
-    out["torch.optim.Adafactor"] = int(
-        sum(
-            v.numel()
-            for st in opt.state.values()
-            for k, v in st.items()
-            if torch.is_tensor(v) and k != "step"
-        )
-    )
     return out
 
 
@@ -350,7 +350,7 @@ def work(cfg, kind, *extra):
     """One measurement, on the backend this process runs."""
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     return {
-        "state": lambda: worker_state(cfg),
+        "state": lambda: worker_state(cfg, backend),
         "step": lambda: worker_step(cfg, backend),
         "scaling": lambda: worker_scaling(cfg, backend),
         "peak": lambda: worker_peak(cfg, " ".join(extra)),
@@ -379,8 +379,10 @@ def in_subprocess(quick):
 def collect(cfg, run, backends=BACKENDS):
     """Every section's measurements, each made by `run` on its backend."""
     results = {"machine": machine()}
-    print("a. state ...", flush=True)
-    results["state"] = run("state", backend=backends[0])
+    results["state"] = {}
+    for backend in backends:
+        print(f"a. state on {backend} ...", flush=True)
+        results["state"].update(run("state", backend=backend))
     results["step"] = {}
     for backend in backends:
         print(f"b. step on {backend} ...", flush=True)

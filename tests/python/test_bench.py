@@ -46,6 +46,9 @@ def test_report_and_plot_are_written(tmp_path):
 
 
 @tensorflow_only
-def test_a_worker_runs_in_its_own_process():
-    scaling = bench.in_subprocess(quick=True)("scaling", backend="tensorflow")
-    assert [int(n) for n in scaling] == [n * n for n in CFG["scaling"]]
+@pytest.mark.parametrize(
+    "backend, peer", [("jax", "optax.adafactor"), ("torch", "torch.optim.Adafactor")]
+)
+def test_peers_state_is_counted_in_a_process_of_its_own(backend, peer):
+    state = bench.in_subprocess(quick=True)("state", backend=backend)
+    assert list(state) == [peer] and state[peer] > 0
