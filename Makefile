@@ -117,8 +117,8 @@ test-current: $(STAMPS)/venv-current
 # which fails when a test fails.
 check: setup
 	rm -rf $(BUILD) && mkdir -p $(BUILD)/src
-	tar -c --exclude=./.venv --exclude=./.rlib --exclude=./.git \
-	  --exclude=./$(BUILD) . | tar -x -C $(BUILD)/src
+	tar -c --exclude=./.venv --exclude=./.venv-current --exclude=./.rlib \
+	  --exclude=./.git --exclude=./$(BUILD) . | tar -x -C $(BUILD)/src
 	cd $(BUILD) && R_LIBS=$(RLIB) R CMD build src
 	cd $(BUILD) && R_LIBS=$(RLIB) R CMD check --no-manual --no-tests \
 	  --no-build-vignettes adafactor_*.tar.gz
