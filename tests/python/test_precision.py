@@ -1,5 +1,6 @@
 """float16 and bfloat16 variables, mixed precision policies, and the
-LossScaleOptimizer: state and update stay in float32."""
+LossScaleOptimizer: state and update stay in float32; so do row sums taken
+as matrix products."""
 
 import keras
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 
 import oracle
 from adafactor import Adafactor
-from helpers import apply_steps, max_rel_diff, random_problem, to_numpy
+from adafactor import optimizer as optimizer_module
+from helpers import BACKEND, apply_steps, max_rel_diff, random_problem, to_numpy
 
 LOW = ["float16", "bfloat16"]
 
@@ -99,3 +101,48 @@ def test_loss_scale_optimizer_skips_non_finite_steps():
     # A finite step afterwards moves the weights again.
     apply(grads[2])
     assert not np.array_equal(to_numpy(variables[0]), before[0])
+
+
+def _products(fn, x):
+    """The matrix-product operations in fn(x) as the backend compiles it."""
+    if BACKEND == "jax":
+        import jax
+
+        eqns = jax.make_jaxpr(fn)(x).jaxpr.eqns
+        return [
+            e.params["precision"] for e in eqns if e.primitive.name == "dot_general"
+        ]
+    import tensorflow as tf
+
+    graph = tf.function(fn).get_concrete_function(x).graph
+    return [op.type for op in graph.get_operations() if "MatMul" in op.type]
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="torch sums rows by reduction")
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_row_sums_keep_float32_precision_on_every_device(monkeypatch, gpu):
+    """Row sums go through a matrix product only where it keeps float32:
+    JAX asks for its highest precision (GPUs would use TF32 by default);
+    TensorFlow, with no such switch per product, uses it on CPUs alone."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        devices = tf.config.list_logical_devices("CPU")
+        if gpu:
+            devices = devices + [tf.config.LogicalDevice("/device:GPU:0", "GPU")]
+        monkeypatch.setattr(tf.config, "list_logical_devices", lambda: devices)
+    elif gpu:
+        pytest.skip("JAX's choice does not depend on the device")
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((3, 64)) * np.logspace(0, 6, 64)
+    x = keras.ops.convert_to_tensor(matrix.astype("float32"))
+    products = _products(optimizer_module._row_sums, x)
+    if BACKEND == "jax":
+        import jax
+
+        highest = jax.lax.Precision.HIGHEST
+        assert products and all(p == (highest, highest) for p in products)
+    else:
+        assert len(products) == (0 if gpu else 1)
+    sums = to_numpy(optimizer_module._row_sums(x))
+    np.testing.assert_allclose(sums, matrix.astype("float32").sum(1), rtol=1e-6)

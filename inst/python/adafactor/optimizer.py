@@ -147,22 +147,115 @@ def _row_sums(matrix, weights=None):
     """sum_j matrix[..., i, j] * weights[..., j] (weights default to 1).
 
     XLA on CPU sums a row far faster as a matrix-vector product than as a
-    reduction (measured 3-6x, bench/); torch's own reductions are faster
-    than its matrix-vector products, so torch reduces.
+    reduction (3-10x, bench/). A matrix product keeps float32's precision
+    only where it is asked to: GPUs run it in TF32 by default, TPUs in
+    bfloat16 passes, either of which keeps about three significant digits
+    of the statistics. So JAX is asked for its highest precision, and
+    TensorFlow, which has no such switch per product, takes the product
+    only where it runs on CPUs alone. torch reduces: its reductions are
+    faster than its matrix-vector products, and exact.
     """
-    if keras.backend.backend() == "torch":
+    if not _matvec_is_exact():
         if weights is not None:
             matrix = matrix * ops.expand_dims(weights, -2)
         return ops.sum(matrix, axis=-1)
     if weights is None:
         weights = ops.ones(matrix.shape[-1:], matrix.dtype)
-    return ops.squeeze(ops.matmul(matrix, ops.expand_dims(weights, -1)), -1)
+    vector = ops.expand_dims(weights, -1)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        product = jax.numpy.matmul(matrix, vector, precision="highest")
+    else:
+        product = ops.matmul(matrix, vector)
+    return ops.squeeze(product, -1)
 
 
-def _sum_of_squares(x):
+def _matvec_is_exact():
+    """Whether _row_sums may use a matrix product (see there)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = tf.config.list_logical_devices()
+        return all(d.device_type == "CPU" for d in devices)
+    return False
+
+
+# A matrix larger than this many elements (2 MB of float32) is reduced in
+# blocks of rows. Compiled, XLA on CPU would otherwise keep g^2 as a
+# parameter-sized temporary (it does not fuse a square into a matrix
+# product) and reduce it slowly; torch, running eagerly, would allocate it.
+# A block stays in cache: bench/, sections b, d and f.
+_BLOCK = 1 << 19
+
+
+def _rows_per_block(shape):
+    """Rows in a block of a matrix of this shape, or None for one block."""
+    if len(shape) != 2 or math.prod(shape) <= _BLOCK:
+        return None
+    return max(1, _BLOCK // shape[1])
+
+
+def _square_sums(x, weights=None, dtype=None):
+    """Sums of x^2 over the last axis (weighted by `weights` along it) and
+    over the second-to-last: the new terms of the row and column statistics
+    (Section 3 of the paper), computed in `dtype` (default: x's)."""
+    size = _rows_per_block(tuple(x.shape))
+    if size is None:
+        return _block_square_sums(x, weights, dtype)
+    n, m = x.shape
+
+    def add(start, block, sums):
+        rows, cols = _block_square_sums(block, weights, dtype)
+        return ops.slice_update(sums[0], (start,), rows), sums[1] + cols
+
+    def body(i, sums):
+        start = i * size
+        return add(start, ops.slice(x, (start, 0), (size, m)), sums)
+
+    dtype = dtype or x.dtype
+    sums = (ops.zeros((n,), dtype), ops.zeros((m,), dtype))
+    sums = ops.fori_loop(0, n // size, body, sums)
+    done = n // size * size
+    if done < n:
+        sums = add(done, x[done:], sums)
+    return sums
+
+
+def _block_square_sums(x, weights, dtype):
+    squares = ops.square(ops.cast(x, dtype or x.dtype))
+    return _row_sums(squares, weights), ops.sum(squares, axis=-2)
+
+
+def _sum_of_squares(x, dtype):
+    """sum(x^2), computed in `dtype`."""
+    # A tensor, not a variable: a loop body that read a variable under
+    # JAX's stateless scope would see its value outside the scope.
+    x = ops.convert_to_tensor(x)
     if len(x.shape) >= 2:
-        return ops.sum(_row_sums(ops.square(x)))
-    return ops.sum(ops.square(x))
+        return ops.sum(_square_sums(x, dtype=dtype)[0])
+    return ops.sum(ops.square(ops.cast(x, dtype)))
+
+
+def _subtract_in_place(variable, g, row, col):
+    """variable -= g * row[:, None] * col[None, :], block by block, in place.
+
+    For torch, which runs eagerly: `assign_sub` would allocate the update
+    and the new value, each the size of the variable. TensorFlow and JAX
+    compile the same expression into one in-place loop.
+    """
+    import torch
+
+    x = variable.value
+    size = _rows_per_block(tuple(x.shape))
+    with torch.no_grad():
+        for start in range(0, x.shape[0], size):
+            rows = slice(start, start + size)
+            update = g[rows] * ops.expand_dims(row[rows], -1) * col
+            x[rows] -= update.to(x.dtype)
 
 
 def _stochastic_round(x, seed):
@@ -545,13 +638,13 @@ class Adafactor(keras.optimizers.Optimizer):
             self.assign(stat, new)
             return new
 
-        g2 = ops.square(g)
         if v is None:
             # c and the mean of r have axis 0 of the variable from rank 3 on.
             sliced = len(shape) > 2
-            row_means = _spread(_row_sums(g2) / shape[-1], indices, r.shape)
+            row_sums, col_sums = _square_sums(g)
+            row_means = _spread(row_sums / shape[-1], indices, r.shape)
             # Column means over all shape[-2] rows, touched or not.
-            col_means = ops.sum(g2, axis=-2) / shape[-2]
+            col_means = col_sums / shape[-2]
             if sliced:
                 col_means = _spread(col_means, indices, c.shape)
             new_r, new_c = ema(r, row_means), ema(c, col_means)
@@ -560,10 +653,10 @@ class Adafactor(keras.optimizers.Optimizer):
                 mean_r, new_c = _rows(mean_r, indices), _rows(new_c, indices)
             row = ops.rsqrt(_rows(new_r, indices)) * ops.sqrt(mean_r)
             col = ops.rsqrt(new_c)
-            weighted = _row_sums(g2, ops.square(col))
+            weighted = _square_sums(g, ops.square(col))[0]
             sum_u2 = ops.sum(ops.square(row * ops.sqrt(weighted)))
         else:
-            new_v = ema(v, _spread(g2, indices, v.shape))
+            new_v = ema(v, _spread(ops.square(g), indices, v.shape))
             u = g * ops.rsqrt(_rows(new_v, indices))
             sum_u2 = ops.sum(ops.square(u))
 
@@ -573,8 +666,13 @@ class Adafactor(keras.optimizers.Optimizer):
             1.0, rms_u / self.clip_threshold
         )
         if self.scale_parameter:
-            rms_x = ops.sqrt(_sum_of_squares(ops.cast(variable, dtype)) / size)
+            rms_x = ops.sqrt(_sum_of_squares(variable, dtype) / size)
             scale = scale * ops.maximum(self.epsilon_2, rms_x)
+        rounds = self._rounds_stochastically(variable)
+        in_place = keras.backend.backend() == "torch" and _rows_per_block(shape)
+        if v is None and m is None and indices is None and not rounds and in_place:
+            _subtract_in_place(variable, g, row, col * scale)
+            return
         if v is None:
             # Two full-size products, each factor finite: a zero row or
             # column of g meets finite factors and stays zero.
@@ -584,7 +682,7 @@ class Adafactor(keras.optimizers.Optimizer):
         if m is not None:
             delta = self.beta_1 * ops.cast(m, dtype) + (1.0 - self.beta_1) * delta
             self.assign(m, ops.cast(delta, m.dtype))
-        if self._rounds_stochastically(variable):
+        if rounds:
             new_x = ops.cast(variable, "float32") - delta
             self.assign(variable, _stochastic_round(new_x, self._seed_generator))
             return
