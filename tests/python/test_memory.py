@@ -115,3 +115,23 @@ def test_large_matrices_are_reduced_in_blocks(monkeypatch, compiler, dtype):
     for i, shape in enumerate(BLOCKED):
         want = oracle.trajectory(x0s[i], [g[i] for g in grads], learning_rate=0.05)
         assert max_rel_diff(got[i], want[-1]) <= tolerance, shape
+
+
+def test_a_gradient_with_rows_unknown_when_traced_is_reduced_whole(monkeypatch):
+    """TensorFlow traces an embedding's sparse gradient with an unknown
+    number of rows; it is not split, and training goes on."""
+    monkeypatch.setattr(optimizer_module, "_BLOCK", 6)
+    model = keras.Sequential(
+        [
+            keras.Input((3,), dtype="int32"),
+            keras.layers.Embedding(50, 4),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=Adafactor(), loss="mse", jit_compile=False)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 50, (40, 3))  # batches of 16, 16 and 8
+    y = rng.standard_normal((40, 1))
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))

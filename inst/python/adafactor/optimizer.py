@@ -193,8 +193,10 @@ _BLOCK = 1 << 19
 
 
 def _rows_per_block(shape):
-    """Rows in a block of a matrix of this shape, or None for one block."""
-    if len(shape) != 2 or math.prod(shape) <= _BLOCK:
+    """Rows in a block of a matrix of this shape, or None for one block
+    (also when the shape is not known when the step is traced: the values
+    of a sparse gradient, whose rows are the touched ones)."""
+    if len(shape) != 2 or None in shape or math.prod(shape) <= _BLOCK:
         return None
     return max(1, _BLOCK // shape[1])
 
