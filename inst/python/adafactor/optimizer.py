@@ -234,9 +234,15 @@ def _block_square_sums(x, weights, dtype):
 
 def _sum_of_squares(x, dtype):
     """sum(x^2), computed in `dtype`."""
-    # A tensor, not a variable: a loop body that read a variable under
-    # JAX's stateless scope would see its value outside the scope.
+    # Read a variable once, before the loop over its blocks: under JAX's
+    # stateless scope a read inside the loop would see the value outside
+    # the scope, and TensorFlow would read it at every block (a whole copy
+    # each time, once the variable has been written sparsely).
     x = ops.convert_to_tensor(x)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.identity(x)
     if len(x.shape) >= 2:
         return ops.sum(_square_sums(x, dtype=dtype)[0])
     return ops.sum(ops.square(ops.cast(x, dtype)))
