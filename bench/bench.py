@@ -513,13 +513,16 @@ def write_report(results, out):
         "",
         "## c. Scaling on TensorFlow (one square variable)",
         "",
-        "| parameters | contender | ms | state bytes |",
-        "|---:|---|---:|---:|",
+        "Linear growth keeps the time per parameter constant.",
+        "",
+        "| parameters | contender | ms | ns per parameter | state bytes |",
+        "|---:|---|---:|---:|---:|",
     ]
     for n, row in results["scaling"].items():
         for name, cell in row.items():
             lines.append(
-                f"| {int(n):,} | {name} | {cell['ms']:.1f} | {cell['state_bytes']:,} |"
+                f"| {int(n):,} | {name} | {cell['ms']:.1f} | "
+                f"{1e6 * cell['ms'] / int(n):.2f} | {cell['state_bytes']:,} |"
             )
     lines += [
         "",

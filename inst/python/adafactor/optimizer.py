@@ -20,6 +20,10 @@ among large ones).
 A gradient sparse along axis 0 (an embedding's) is applied row-sparse: the
 same algorithm, in which untouched rows only decay their statistics and
 keep their values.
+
+A large matrix is reduced in blocks of rows, so that no temporary the size
+of the variable is made (XLA would keep g^2, torch every expression), and on
+torch the update is subtracted in place, block by block.
 """
 
 import math
