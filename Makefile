@@ -87,17 +87,19 @@ lint: setup
 	$(PY) -m ruff format --check inst/python tests/python bench
 	$(R) -e 'lints <- lintr::lint_package(); print(lints); quit(status = length(lints) > 0)'
 
-# The whole suite on tensorflow; the backend-neutral part again on jax and
-# torch (the distributed tests start their own backends). Keras's own test
-# files run on jax once, with the newest jax (test-current).
+# The whole suite on tensorflow; the backend-neutral part again on torch (the
+# distributed tests start their own backends). On jax the whole suite runs
+# with the newest jax (test-current), Keras's own test files included; the
+# jax that fits the R package's numpy runs the update rule's files.
 ONCE := --ignore=tests/python/test_r_package.py \
 	--ignore=tests/python/test_distributed.py \
 	--ignore=tests/python/test_machine_requirements.py
+UPDATE_RULE := $(addprefix tests/python/test_,numerics.py finite.py sparse.py \
+	compiled.py)
 test-python: setup
 	$(PY) -m coverage erase
 	KERAS_BACKEND=tensorflow $(PY) -m coverage run -p -m pytest tests/python -q
-	KERAS_BACKEND=jax $(PY) -m coverage run -p -m pytest tests/python -q $(ONCE) \
-	  --ignore=tests/python/test_keras_suite.py
+	KERAS_BACKEND=jax $(PY) -m coverage run -p -m pytest $(UPDATE_RULE) -q
 	KERAS_BACKEND=torch $(PY) -m coverage run -p -m pytest tests/python -q $(ONCE)
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
