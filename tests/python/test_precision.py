@@ -103,27 +103,28 @@ def test_loss_scale_optimizer_skips_non_finite_steps():
     assert not np.array_equal(to_numpy(variables[0]), before[0])
 
 
-def _products(fn, x):
-    """The matrix-product operations in fn(x) as the backend compiles it."""
+def _products(fn, *args):
+    """The matrix-product operations in fn(*args) as the backend traces it."""
     if BACKEND == "jax":
         import jax
 
-        eqns = jax.make_jaxpr(fn)(x).jaxpr.eqns
+        eqns = jax.make_jaxpr(fn)(*args).jaxpr.eqns
         return [
             e.params["precision"] for e in eqns if e.primitive.name == "dot_general"
         ]
     import tensorflow as tf
 
-    graph = tf.function(fn).get_concrete_function(x).graph
+    graph = tf.function(fn).get_concrete_function(*args).graph
     return [op.type for op in graph.get_operations() if "MatMul" in op.type]
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="torch sums rows by reduction")
+@pytest.mark.skipif(BACKEND == "torch", reason="torch sums by reduction")
 @pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
-def test_row_sums_keep_float32_precision_on_every_device(monkeypatch, gpu):
-    """Row sums go through a matrix product only where it keeps float32:
-    JAX asks for its highest precision (GPUs would use TF32 by default);
-    TensorFlow, with no such switch per product, uses it on CPUs alone."""
+def test_row_and_column_sums_keep_float32_precision_on_every_device(monkeypatch, gpu):
+    """Row and column sums go through a matrix product only where it keeps
+    float32: JAX asks for its highest precision (GPUs would use TF32 by
+    default); TensorFlow, with no such switch per product, uses it on CPUs
+    alone."""
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -134,15 +135,21 @@ def test_row_sums_keep_float32_precision_on_every_device(monkeypatch, gpu):
     elif gpu:
         pytest.skip("JAX's choice does not depend on the device")
     rng = np.random.default_rng(0)
-    matrix = rng.standard_normal((3, 64)) * np.logspace(0, 6, 64)
-    x = keras.ops.convert_to_tensor(matrix.astype("float32"))
-    products = _products(optimizer_module._row_sums, x)
+    matrix = (rng.standard_normal((3, 64)) * np.logspace(0, 6, 64)).astype("float32")
+    weights = np.logspace(-3, 3, 3).astype("float32")
+    x, w = (keras.ops.convert_to_tensor(a) for a in (matrix, weights))
+
+    def sums(x, w):
+        return (optimizer_module._row_sums(x),) + optimizer_module._column_sums(x, w)
+
+    products = _products(sums, x, w)
     if BACKEND == "jax":
         import jax
 
         highest = jax.lax.Precision.HIGHEST
-        assert products and all(p == (highest, highest) for p in products)
+        assert len(products) == 2 and all(p == (highest, highest) for p in products)
     else:
-        assert len(products) == (0 if gpu else 1)
-    sums = to_numpy(optimizer_module._row_sums(x))
-    np.testing.assert_allclose(sums, matrix.astype("float32").sum(1), rtol=1e-6)
+        assert len(products) == (0 if gpu else 2)
+    want = [matrix.sum(1), matrix.sum(0), (matrix * weights[:, None]).sum(0)]
+    for got, expected in zip(sums(x, w), want):
+        np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-6)

@@ -147,8 +147,17 @@ def _rows(x, indices):
     return x if indices is None else ops.take(x, indices, axis=0)
 
 
-def _row_sums(matrix, weights=None):
-    """sum_j matrix[..., i, j] * weights[..., j] (weights default to 1).
+def _matmul(a, b):
+    """a @ b in full float32 precision (see _row_sums)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.numpy.matmul(a, b, precision="highest")
+    return ops.matmul(a, b)
+
+
+def _row_sums(matrix):
+    """Sums over the last axis.
 
     XLA on CPU sums a row far faster as a matrix-vector product than as a
     reduction (2-11x, measured with JAX). A matrix product keeps float32's
@@ -160,19 +169,22 @@ def _row_sums(matrix, weights=None):
     faster than its matrix-vector products, and exact.
     """
     if not _matvec_is_exact():
-        if weights is not None:
-            matrix = matrix * ops.expand_dims(weights, -2)
         return ops.sum(matrix, axis=-1)
-    if weights is None:
-        weights = ops.ones(matrix.shape[-1:], matrix.dtype)
-    vector = ops.expand_dims(weights, -1)
-    if keras.backend.backend() == "jax":
-        import jax
+    ones = ops.ones(matrix.shape[-1:] + (1,), matrix.dtype)
+    return ops.squeeze(_matmul(matrix, ones), -1)
 
-        product = jax.numpy.matmul(matrix, vector, precision="highest")
-    else:
-        product = ops.matmul(matrix, vector)
-    return ops.squeeze(product, -1)
+
+def _column_sums(matrix, weights):
+    """Sums over the second-to-last axis, plain and weighted by `weights`
+    (one per row). Where _row_sums takes a product, this is one product of
+    the stacked vectors (ones, weights) with the matrix: 1.4x faster than
+    two reductions, with JAX on a CPU."""
+    if not _matvec_is_exact():
+        weighted = matrix * ops.expand_dims(weights, -1)
+        return ops.sum(matrix, axis=-2), ops.sum(weighted, axis=-2)
+    both = ops.stack([ops.ones_like(weights), weights], axis=-2)
+    sums = _matmul(both, matrix)
+    return sums[..., 0, :], sums[..., 1, :]
 
 
 def _matvec_is_exact():
@@ -205,35 +217,46 @@ def _rows_per_block(shape):
     return max(1, _BLOCK // shape[1])
 
 
-def _square_sums(x, weights=None, dtype=None):
-    """Sums of x^2 over the last axis (weighted by `weights` along it) and
-    over the second-to-last: the new terms of the row and column statistics
-    (Section 3 of the paper), computed in `dtype` (default: x's)."""
+def _square_sums(x, dtype, r=None, decay=None):
+    """Sums of x^2 in `dtype`, in one pass over x, block by block.
+
+    Returns (row sums,), and, given the row statistic `r` (a value per row
+    of x) and `decay(r, row sums)` (the new one), also the column sums and
+    the column sums of x^2 / new r. These are the new terms of the factored
+    statistics (Section 3 of the paper) and, with the new column statistic
+    c, the square sum of the update (Section 5):
+    sum_ij x_ij^2 mean(new r) / (new r_i c_j).
+    """
     size = _rows_per_block(tuple(x.shape))
     if size is None:
-        return _block_square_sums(x, weights, dtype)
+        return _block_square_sums(x, dtype, r, decay)
     n, m = x.shape
 
-    def add(start, block, sums):
-        rows, cols = _block_square_sums(block, weights, dtype)
-        return ops.slice_update(sums[0], (start,), rows), sums[1] + cols
+    def add(start, stop, sums):
+        # Rows start:stop, or in the loop `size` rows from a traced start.
+        def block(t):
+            if stop is not None:
+                return t[start:stop]
+            rest = tuple(t.shape[1:])
+            return ops.slice(t, (start,) + (0,) * len(rest), (size,) + rest)
 
-    def body(i, sums):
-        start = i * size
-        return add(start, ops.slice(x, (start, 0), (size, m)), sums)
+        new = _block_square_sums(block(x), dtype, r if r is None else block(r), decay)
+        rows = ops.slice_update(sums[0], (start,), new[0])
+        return (rows,) + tuple(a + b for a, b in zip(sums[1:], new[1:]))
 
-    dtype = dtype or x.dtype
-    sums = (ops.zeros((n,), dtype), ops.zeros((m,), dtype))
-    sums = ops.fori_loop(0, n // size, body, sums)
+    columns = 0 if r is None else 2
+    sums = (ops.zeros((n,), dtype),) + (ops.zeros((m,), dtype),) * columns
+    sums = ops.fori_loop(0, n // size, lambda i, s: add(i * size, None, s), sums)
     done = n // size * size
-    if done < n:
-        sums = add(done, x[done:], sums)
-    return sums
+    return add(done, n, sums) if done < n else sums
 
 
-def _block_square_sums(x, weights, dtype):
-    squares = ops.square(ops.cast(x, dtype or x.dtype))
-    return _row_sums(squares, weights), ops.sum(squares, axis=-2)
+def _block_square_sums(x, dtype, r, decay):
+    squares = ops.square(ops.cast(x, dtype))
+    rows = _row_sums(squares)
+    if r is None:
+        return (rows,)
+    return (rows,) + _column_sums(squares, 1.0 / decay(r, rows))
 
 
 def _sum_of_squares(x, dtype):
@@ -248,8 +271,26 @@ def _sum_of_squares(x, dtype):
 
         x = tf.identity(x)
     if len(x.shape) >= 2:
-        return ops.sum(_square_sums(x, dtype=dtype)[0])
+        return ops.sum(_square_sums(x, dtype)[0])
     return ops.sum(ops.square(ops.cast(x, dtype)))
+
+
+def _scale(g, row, col):
+    """g * row[..., :, None] * col[..., None, :], with no temporary beyond
+    the result.
+
+    TensorFlow's graph optimizer reorders a chain of products so that the
+    broadcast factors meet first, which builds their outer product, a second
+    tensor the size of g. The second product is TensorFlow's MulNoNan there,
+    which it leaves alone (and which gives 0, not NaN, where col is 0).
+    """
+    scaled = g * ops.expand_dims(row, -1)
+    col = ops.expand_dims(col, -2)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.math.multiply_no_nan(scaled, col)
+    return scaled * col
 
 
 def _subtract_in_place(variable, g, row, col):
@@ -266,8 +307,7 @@ def _subtract_in_place(variable, g, row, col):
     with torch.no_grad():
         for start in range(0, x.shape[0], size):
             rows = slice(start, start + size)
-            update = g[rows] * ops.expand_dims(row[rows], -1) * col
-            x[rows] -= update.to(x.dtype)
+            x[rows] -= _scale(g[rows], row[rows], col).to(x.dtype)
 
 
 def _stochastic_round(x, seed):
@@ -643,17 +683,25 @@ class Adafactor(keras.optimizers.Optimizer):
         decay_step = ops.maximum(step - self.decay_offset, 1.0)
         beta = 1.0 - ops.power(decay_step, self.beta_2_decay)
 
-        def ema(stat, update):
+        def decayed(stat, update):
             new = beta * stat + (1.0 - beta) * (update + self.epsilon_1)
             # >= epsilon_1 exactly; rounding and flush-to-zero could go below.
-            new = ops.maximum(new, self.epsilon_1)
+            return ops.maximum(new, self.epsilon_1)
+
+        def ema(stat, update):
+            new = decayed(stat, update)
             self.assign(stat, new)
             return new
 
         if v is None:
             # c and the mean of r have axis 0 of the variable from rank 3 on.
             sliced = len(shape) > 2
-            row_sums, col_sums = _square_sums(g)
+            row_sums, col_sums, weighted = _square_sums(
+                g,
+                dtype,
+                _rows(ops.convert_to_tensor(r), indices),
+                lambda old, sums: decayed(old, sums / shape[-1]),
+            )
             row_means = _spread(row_sums / shape[-1], indices, r.shape)
             # Column means over all shape[-2] rows, touched or not.
             col_means = col_sums / shape[-2]
@@ -665,8 +713,9 @@ class Adafactor(keras.optimizers.Optimizer):
                 mean_r, new_c = _rows(mean_r, indices), _rows(new_c, indices)
             row = ops.rsqrt(_rows(new_r, indices)) * ops.sqrt(mean_r)
             col = ops.rsqrt(new_c)
-            weighted = _square_sums(g, ops.square(col))[0]
-            sum_u2 = ops.sum(ops.square(row * ops.sqrt(weighted)))
+            # sum of u^2 = g^2 mean(r) / (r c); a zero column of g gives 0.
+            per_slice = ops.sum(weighted / new_c, axis=-1, keepdims=True)
+            sum_u2 = ops.sum(per_slice * mean_r)
         else:
             new_v = ema(v, _spread(ops.square(g), indices, v.shape))
             u = g * ops.rsqrt(_rows(new_v, indices))
@@ -688,7 +737,7 @@ class Adafactor(keras.optimizers.Optimizer):
         if v is None:
             # Two full-size products, each factor finite: a zero row or
             # column of g meets finite factors and stays zero.
-            delta = g * ops.expand_dims(row, -1) * ops.expand_dims(col * scale, -2)
+            delta = _scale(g, row, col * scale)
         else:
             delta = u * scale
         if m is not None:
