@@ -44,6 +44,7 @@ def test_report_and_plot_are_written(tmp_path):
     assert len(results["peak"]) == 2  # tensorflow, without and with XLA
     for cells in results["peak"].values():
         assert set(cells) == set(bench.PEAK_CONTENDERS)
+    assert list(results["peak_sizes"]) == [str(n) for n in CFG["peak_sizes"]]
     assert len(results["bfloat16"]) == 3
     bench.write_report(results, tmp_path)
     bench.plot(results, tmp_path)
