@@ -713,7 +713,7 @@ class Adafactor(keras.optimizers.Optimizer):
                 mean_r, new_c = _rows(mean_r, indices), _rows(new_c, indices)
             row = ops.rsqrt(_rows(new_r, indices)) * ops.sqrt(mean_r)
             col = ops.rsqrt(new_c)
-            # sum of u^2 = g^2 mean(r) / (r c); a zero column of g gives 0.
+            # sum u_ij^2 = mean(r) sum_j (sum_i g_ij^2 / r_i) / c_j, per slice.
             per_slice = ops.sum(weighted / new_c, axis=-1, keepdims=True)
             sum_u2 = ops.sum(per_slice * mean_r)
         else:
