@@ -562,10 +562,8 @@ def write_report(results, out):
             )
     lines += [
         "",
-        f"{RUNS[0][0]}, ours and SGD with Dense layers of several sizes. What"
-        " ours keeps over SGD does not grow with the model: it is resident"
-        " before the step (the runtime of a larger graph), and the step adds"
-        " what SGD's adds.",
+        f"{RUNS[0][0]}: ours and SGD with Dense layers of several sizes, to"
+        " tell what grows with the model from what does not.",
         "",
         "| weights MB | ours peak MB | SGD peak MB | ours - SGD MB | x SGD |"
         " ours' step adds MB | SGD's step adds MB |",
