@@ -30,7 +30,10 @@ def test_per_backend_workers_time_every_contender(kind):
 def test_peak_worker_runs_every_contender():
     for name in bench.PEAK_CONTENDERS:
         cell = bench.work(CFG, "peak", *name.split())
-        assert cell["peak_mb"] >= cell["before_mb"] > 0, name
+        # Linux's RSS counters are approximate (kept per thread or per CPU and
+        # summed lazily): a step that adds nothing can read a peak a little
+        # below the RSS read before it (896.07 against 896.19 MB in CI).
+        assert cell["peak_mb"] > cell["before_mb"] - 16 > 0, name
 
 
 @tensorflow_only
