@@ -46,6 +46,9 @@ class Adafactor:
         self.decay_offset = decay_offset
         self.state = {}
         self.momentum = {}
+        # The largest statistic, update entry or mean square met so far: the
+        # algorithm is float32's to compute while this is inside its range.
+        self.largest = 0.0
 
     def factors(self, shape):
         if not self.factored or len(shape) < 2:
@@ -82,6 +85,11 @@ class Adafactor:
             self.state[key] = v
             big_v = v
         u = g / np.sqrt(big_v)
+        stats = self.state[key]
+        self.largest = max(
+            [self.largest, np.max(np.abs(u)), rms(u) ** 2, rms(x) ** 2]
+            + [np.max(s) for s in (stats if isinstance(stats, tuple) else [stats])]
+        )
         u = u / max(1.0, rms(u) / self.clip_threshold)
         step = rho * u
         if self.scale_parameter:
@@ -95,12 +103,17 @@ class Adafactor:
 
 def trajectory(x0, grads, **kwargs):
     """Apply `grads` to `x0` in turn; return the list of x after each step."""
+    return run(x0, grads, **kwargs)[0]
+
+
+def run(x0, grads, **kwargs):
+    """As trajectory, and the largest value the steps met (`largest`)."""
     opt = Adafactor(**kwargs)
     x, path = x0, []
     for t, g in enumerate(grads, start=1):
         x = opt.step(0, x, g, t)
         path.append(x)
-    return path
+    return path, opt.largest
 
 
 def state_size(shapes):

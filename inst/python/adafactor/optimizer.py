@@ -32,6 +32,7 @@ import re
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 _LOW_PRECISION = ("float16", "bfloat16")
@@ -217,19 +218,20 @@ def _rows_per_block(shape):
     return max(1, _BLOCK // shape[1])
 
 
-def _square_sums(x, dtype, r=None, decay=None):
-    """Sums of x^2 in `dtype`, in one pass over x, block by block.
+def _square_sums(x, dtype, scale, r=None, weights=None):
+    """Sums of (scale * x)^2 in `dtype`, in one pass over x, block by block.
 
-    Returns (row sums,), and, given the row statistic `r` (a value per row
-    of x) and `decay(r, row sums)` (the new one), also the column sums and
-    the column sums of x^2 / new r. These are the new terms of the factored
-    statistics (Section 3 of the paper) and, with the new column statistic
-    c, the square sum of the update (Section 5):
-    sum_ij x_ij^2 mean(new r) / (new r_i c_j).
+    Scaling before squaring keeps every square and sum inside float32's
+    range wherever the mean it stands for is: with scale^2 = 1 / N, the sum
+    of N squares is their mean. Returns (row sums,), and, given the row
+    statistic `r` (a value per row of x) and `weights(r, row sums)` (a
+    weight per row), also the column sums and the column sums weighted:
+    the new terms of the factored statistics (Section 3 of the paper) and
+    what the update's mean square is made of (Section 5).
     """
     size = _rows_per_block(tuple(x.shape))
     if size is None:
-        return _block_square_sums(x, dtype, r, decay)
+        return _block_square_sums(x, dtype, scale, r, weights)
     n, m = x.shape
 
     def add(start, stop, sums):
@@ -240,9 +242,10 @@ def _square_sums(x, dtype, r=None, decay=None):
             rest = tuple(t.shape[1:])
             return ops.slice(t, (start,) + (0,) * len(rest), (size,) + rest)
 
-        new = _block_square_sums(block(x), dtype, r if r is None else block(r), decay)
-        rows = ops.slice_update(sums[0], (start,), new[0])
-        return (rows,) + tuple(a + b for a, b in zip(sums[1:], new[1:]))
+        rows = r if r is None else block(r)
+        new = _block_square_sums(block(x), dtype, scale, rows, weights)
+        row_sums = ops.slice_update(sums[0], (start,), new[0])
+        return (row_sums,) + tuple(a + b for a, b in zip(sums[1:], new[1:]))
 
     columns = 0 if r is None else 2
     sums = (ops.zeros((n,), dtype),) + (ops.zeros((m,), dtype),) * columns
@@ -272,16 +275,34 @@ def _fori_loop(lower, upper, body, state):
     )[1]
 
 
-def _block_square_sums(x, dtype, r, decay):
-    squares = ops.square(ops.cast(x, dtype))
+def _block_square_sums(x, dtype, scale, r, weights):
+    squares = ops.square(ops.cast(x, dtype) * scale)
     rows = _row_sums(squares)
     if r is None:
         return (rows,)
-    return (rows,) + _column_sums(squares, 1.0 / decay(r, rows))
+    return (rows,) + _column_sums(squares, weights(r, rows))
 
 
-def _sum_of_squares(x, dtype):
-    """sum(x^2), computed in `dtype`."""
+def _weight_scale(epsilon_1):
+    """A power of two w such that w / r is a finite float32 for every
+    statistic r >= epsilon_1, and a normal one up to the largest r that
+    allows: near the geometric middle of float32's range over that of r."""
+    largest = float(np.finfo("float32").max)
+    return 2.0 ** math.floor(math.log2(largest * math.sqrt(_TINY * epsilon_1)))
+
+
+def _mean(x, axis=None, count=None):
+    """The mean of x >= 0 over `axis` (kept), or over all of x as if it had
+    `count` elements, formed as max(x) * mean(x / max(x)): a plain sum of
+    x overflows where the mean is still in range."""
+    top = ops.maximum(ops.max(x, axis=axis, keepdims=True), _TINY)
+    if count is None:
+        return top * ops.mean(x / top, axis=axis, keepdims=True)
+    return ops.reshape(top, ()) * (ops.sum(x / top) / count)
+
+
+def _mean_square(x, dtype):
+    """mean(x^2), computed in `dtype`."""
     # Read a variable once, before the loop over its blocks: under JAX's
     # stateless scope a read inside the loop would see the value outside
     # the scope, and TensorFlow would read it at every block (a whole copy
@@ -291,9 +312,10 @@ def _sum_of_squares(x, dtype):
         import tensorflow as tf
 
         x = tf.identity(x)
+    scale = 1.0 / math.sqrt(math.prod(x.shape))
     if len(x.shape) >= 2:
-        return ops.sum(_square_sums(x, dtype)[0])
-    return ops.sum(ops.square(ops.cast(x, dtype)))
+        return ops.sum(_square_sums(x, dtype, scale)[0])
+    return ops.sum(ops.square(ops.cast(x, dtype) * scale))
 
 
 def _scale(g, row, col):
@@ -701,54 +723,72 @@ class Adafactor(keras.optimizers.Optimizer):
             indices, g = _sum_duplicates(*rows, num_rows=shape[0])
         g = ops.cast(g, dtype)
         step = ops.cast(self.iterations + 1, dtype)
-        decay_step = ops.maximum(step - self.decay_offset, 1.0)
+        decay_step = ops.maximum(step - float(self.decay_offset), 1.0)
         beta = 1.0 - ops.power(decay_step, self.beta_2_decay)
 
-        def decayed(stat, update):
-            new = beta * stat + (1.0 - beta) * (update + self.epsilon_1)
+        def decayed(stat, term):
+            # beta stat + (1 - beta) (g^2 + epsilon_1), with the new term
+            # (1 - beta) g^2 given, formed without overflow.
+            new = beta * stat + (term + (1.0 - beta) * self.epsilon_1)
             # >= epsilon_1 exactly; rounding and flush-to-zero could go below.
             return ops.maximum(new, self.epsilon_1)
 
-        def ema(stat, update):
-            new = decayed(stat, update)
+        def ema(stat, term):
+            new = decayed(stat, term)
             self.assign(stat, new)
             return new
 
+        size = math.prod(shape)
         if v is None:
+            # The new terms of r and c, (1 - beta) times the mean of g^2 over
+            # columns and over rows, from the squares of root * g, with
+            # root^2 = (1 - beta) / max(rows, cols): no square or sum of
+            # them leaves float32's range unless the statistic does.
+            rows, cols = shape[-2:]
+            longest = max(rows, cols)
+            root = ops.sqrt((1.0 - beta) / longest)
+            weight = _weight_scale(self.epsilon_1)
             # c and the mean of r have axis 0 of the variable from rank 3 on.
             sliced = len(shape) > 2
             row_sums, col_sums, weighted = _square_sums(
                 g,
                 dtype,
+                root,
                 _rows(ops.convert_to_tensor(r), indices),
-                lambda old, sums: decayed(old, sums / shape[-1]),
+                lambda old, sums: weight / decayed(old, sums * (longest / cols)),
             )
-            row_means = _spread(row_sums / shape[-1], indices, r.shape)
-            # Column means over all shape[-2] rows, touched or not.
-            col_means = col_sums / shape[-2]
+            row_terms = _spread(row_sums * (longest / cols), indices, r.shape)
+            # Column means over all rows, touched or not.
+            col_terms = col_sums * (longest / rows)
             if sliced:
-                col_means = _spread(col_means, indices, c.shape)
-            new_r, new_c = ema(r, row_means), ema(c, col_means)
-            mean_r = ops.mean(new_r, axis=-1, keepdims=True)
+                col_terms = _spread(col_terms, indices, c.shape)
+            new_r, new_c = ema(r, row_terms), ema(c, col_terms)
+            mean_r = _mean(new_r, axis=-1)
             if sliced:
                 mean_r, new_c = _rows(mean_r, indices), _rows(new_c, indices)
-            row = ops.rsqrt(_rows(new_r, indices)) * ops.sqrt(mean_r)
+            root_mean_r = ops.sqrt(mean_r)
+            row = ops.rsqrt(_rows(new_r, indices)) * root_mean_r
             col = ops.rsqrt(new_c)
-            # sum u_ij^2 = mean(r) sum_j (sum_i g_ij^2 / r_i) / c_j, per slice.
-            per_slice = ops.sum(weighted / new_c, axis=-1, keepdims=True)
-            sum_u2 = ops.sum(per_slice * mean_r)
+            # mean u_ij^2 = mean_ij g_ij^2 mean(r) / (r_i c_j): `weighted`
+            # holds sum_i weight root^2 g_ij^2 / r_i; each
+            # factor stays in range, and so does each column's term.
+            factor = col * root_mean_r
+            terms = weighted * factor * factor
+            mean_u2 = _mean(terms, count=size // rows) * (
+                longest / (rows * weight * (1.0 - beta))
+            )
         else:
-            new_v = ema(v, _spread(ops.square(g), indices, v.shape))
+            square = ops.square(g * ops.sqrt(1.0 - beta))
+            new_v = ema(v, _spread(square, indices, v.shape))
             u = g * ops.rsqrt(_rows(new_v, indices))
-            sum_u2 = ops.sum(ops.square(u))
+            mean_u2 = ops.sum(ops.square(u)) / size
 
-        size = math.prod(shape)
-        rms_u = ops.sqrt(sum_u2 / size)
+        rms_u = ops.sqrt(mean_u2)
         scale = self._step_size(learning_rate, step, dtype) / ops.maximum(
             1.0, rms_u / self.clip_threshold
         )
         if self.scale_parameter:
-            rms_x = ops.sqrt(_sum_of_squares(variable, dtype) / size)
+            rms_x = ops.sqrt(_mean_square(variable, dtype))
             scale = scale * ops.maximum(self.epsilon_2, rms_x)
         rounds = self._rounds_stochastically(variable)
         in_place = keras.backend.backend() == "torch" and _rows_per_block(shape)
