@@ -30,7 +30,8 @@ def sparse_gradient(values, shape, indices=None):
         return tf.IndexedSlices(tf.constant(values), indices, tf.constant(shape))
     import jax.experimental.sparse as jax_sparse
 
-    return jax_sparse.BCOO((values, np.asarray(INDICES)[:, None]), shape=shape)
+    indices = np.asarray(INDICES if indices is None else indices)
+    return jax_sparse.BCOO((values, indices[:, None]), shape=shape)
 
 
 def dense_gradient(values, shape):
@@ -140,3 +141,47 @@ def test_embedding_trained_with_fit_matches_the_dense_gradient():
         return model.get_weights()[0]
 
     assert max_rel_diff(fit(False), fit(True)) <= 1e-5
+
+
+def as_read(indices, num_rows):
+    """Indices as the backend's dense conversion reads them, which is what
+    keras Adam sees: JAX counts negative ones from the end, TensorFlow drops
+    them; either drops what is then outside [0, num_rows)."""
+    indices = np.asarray(indices)
+    if BACKEND == "jax":
+        indices = np.where(indices < 0, indices + num_rows, indices)
+    return np.where((indices >= 0) & (indices < num_rows), indices, -1)
+
+
+# Each with a valid duplicate: bad rows must not poison the good ones.
+BAD_INDICES = [[0, 2, 9, 2], [0, 2, -1, 2], [0, 2, -9, 2], [6, 2, 2, 0]]
+COMPILERS = ["eager", "default"] if BACKEND == "tensorflow" else ["default"]
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("indices", BAD_INDICES, ids=str)
+def test_out_of_range_indices_mean_what_they_mean_in_the_dense_gradient(
+    compiler, indices
+):
+    shape = (6, 4)
+    x0, values = problem(shape, seed=4)
+    read = as_read(indices, shape[0])
+    index_tensor = keras.ops.convert_to_tensor(np.asarray(indices, "int32"))
+    grads = [[sparse_gradient(v, shape, index_tensor)] for v in values]
+    if compiler == "eager" and (np.asarray(indices) >= shape[0]).any():
+        # TensorFlow's CPU kernels refuse such an index, for Adam as for us.
+        for optimizer in (keras.optimizers.Adam(), Adafactor()):
+            with pytest.raises(Exception, match="out of range"):
+                compiled_trajectory(optimizer, [x0], grads[:1], compiler)
+        return
+    got = compiled_trajectory(Adafactor(learning_rate=0.1), [x0], grads, compiler)[0]
+    dense = []
+    for v in values:
+        g = np.zeros(shape)
+        np.add.at(g, read[read >= 0], v[read >= 0])
+        dense.append(g)
+    want = oracle.trajectory(x0, dense, learning_rate=0.1)[-1]
+    assert np.all(np.isfinite(got))
+    assert max_rel_diff(got, want) <= 2e-5
+    untouched = np.setdiff1d(np.arange(shape[0]), read)
+    np.testing.assert_array_equal(got[untouched], x0[untouched])

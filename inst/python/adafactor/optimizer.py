@@ -105,15 +105,28 @@ def _like(gradient, indices, values, shape):
 def _sum_duplicates(indices, values, num_rows):
     """Sum the rows of a row-sparse gradient that share an index.
 
+    Indices mean what they mean in the backend's dense form of the gradient,
+    which Keras's other optimizers see: JAX counts a negative index from the
+    end, as NumPy does, and TensorFlow drops it; an index outside
+    [0, num_rows) then is dropped, except by TensorFlow's CPU kernels, which
+    raise, as its dense conversion does.
+
     Returns (indices, values) of the same length as the input: the last
     occurrence of each index carries the sum of its rows, the others carry
-    zeros. Shapes stay static, so this compiles under XLA and jit.
+    zeros, and a dropped row becomes a row of zeros at index 0. Shapes stay
+    static, so this compiles under XLA and jit.
     """
     indices = ops.cast(indices, "int32")
+    if keras.backend.backend() == "jax":
+        indices = ops.where(indices < 0, indices + num_rows, indices)
     positions = ops.arange(ops.shape(indices)[0], dtype="int32")
     # The last position of each index stands for all of its occurrences.
     last = ops.segment_max(positions, indices, num_segments=num_rows)
-    owner = ops.take(last, indices)
+    valid = ops.logical_and(indices >= 0, indices < num_rows)
+    indices = ops.where(valid, indices, 0)
+    owner = ops.where(valid, ops.take(last, indices), positions)
+    kept = ops.reshape(valid, (-1,) + (1,) * (len(values.shape) - 1))
+    values = ops.where(kept, values, ops.zeros((), values.dtype))
     return indices, ops.segment_sum(values, owner, num_segments=ops.shape(owner)[0])
 
 
@@ -127,13 +140,13 @@ def _coalesced(gradient):
     return _like(gradient, indices, values, shape)
 
 
-def _dense(gradient, shape):
-    """A sparse gradient as a dense tensor (duplicate indices add up)."""
-    rows = _row_sparse(gradient)
-    if rows is not None:
-        return ops.scatter(
-            ops.expand_dims(ops.cast(rows[0], "int32"), -1), rows[1], shape
-        )
+def _dense(gradient):
+    """A gradient as a dense tensor, as its backend makes one of a sparse
+    gradient (duplicate indices add up; on bad ones, see _sum_duplicates)."""
+    if type(gradient).__name__ == "IndexedSlices":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(gradient)
     return ops.convert_to_tensor(gradient, sparse=False)
 
 
@@ -671,7 +684,7 @@ class Adafactor(keras.optimizers.Optimizer):
         option of Keras's base optimizer cannot take it sparse."""
         options = _KERAS_NEEDS_DENSE.get(keras.backend.backend(), ())
         if any(getattr(self, option) for option in options):
-            grads = [g if _row_sparse(g) is None else _dense(g, g.shape) for g in grads]
+            grads = [g if _row_sparse(g) is None else _dense(g) for g in grads]
         return super().apply(grads, trainable_variables)
 
     def _clip_gradients(self, grads):
@@ -718,7 +731,7 @@ class Adafactor(keras.optimizers.Optimizer):
         dtype = _state_dtype(variable.dtype)
         rows = self._sparse_rows(gradient, variable, m)
         if rows is None:
-            indices, g = None, _dense(gradient, shape)
+            indices, g = None, _dense(gradient)
         else:
             indices, g = _sum_duplicates(*rows, num_rows=shape[0])
         g = ops.cast(g, dtype)
