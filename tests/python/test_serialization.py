@@ -205,3 +205,54 @@ def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path, kwargs):
     fresh.fit(x, y, callbacks=[backup], **fit)
     for a, b in zip(fresh.get_weights(), straight):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+# Option changes that change the optimizer's state, and whether the saved
+# state can still be what the new optimizer holds.
+STATE_CHANGES = [
+    ({}, dict(beta_1=0.9), False),
+    ({}, dict(factored=False), False),
+    ({}, dict(min_dim_size_to_factor=6), False),
+    ({}, dict(stochastic_rounding=True), False),
+    # Only the learning-rate variable differs: the rest loads.
+    ({}, dict(learning_rate=lambda: 0.05), True),
+    # The same momentum, kept in another precision.
+    (dict(beta_1=0.9), dict(beta_1=0.9, momentum_dtype="bfloat16"), True),
+]
+
+
+@pytest.mark.parametrize("skip_mismatch", [False, True], ids=["strict", "skip"])
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+@pytest.mark.parametrize("backwards", [False, True], ids=["a-to-b", "b-to-a"])
+@pytest.mark.parametrize(
+    "a, b, loads", STATE_CHANGES, ids=[",".join(b) for _, b, _ in STATE_CHANGES]
+)
+def test_a_state_saved_with_other_options_loads_whole_or_not_at_all(
+    tmp_path, a, b, loads, backwards, suffix, skip_mismatch
+):
+    if backwards:
+        a, b = b, a
+    model, x, y = _model_and_data()
+    _compile(model, a)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    path = tmp_path / f"a{suffix}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a learning-rate function's value
+        model.save(path) if suffix == ".keras" else model.save_weights(path)
+
+    other, _, _ = _model_and_data()
+    _compile(other, b)
+    other.optimizer.build(other.trainable_variables)
+    before = state(other.optimizer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        other.load_weights(path, skip_mismatch=skip_mismatch)
+    skipped = [w for w in caught if "Skipping variable loading" in str(w.message)]
+    for got, weights in zip(other.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, weights)
+    want = state(model.optimizer) if loads else before
+    assert len(skipped) == (0 if loads else 1)
+    assert len(state(other.optimizer)) == len(want)
+    for got, value in zip(state(other.optimizer), want):
+        got, value = (np.asarray(v, "float32") for v in (got, value))
+        np.testing.assert_allclose(got, value, rtol=1e-2 if loads else 0)

@@ -493,6 +493,31 @@ def _restorable(learning_rate):
         return False
 
 
+def _pairing(variables, saved, learning_rate):
+    """An optimizer's variables and the saved values to load into them: all,
+    or all but a learning rate (a scalar, after `iterations`) where only one
+    side has a learning-rate variable; None if the counts allow neither."""
+    has_rate = isinstance(learning_rate, keras.Variable)
+    if len(variables) == len(saved):
+        return variables, saved
+    if has_rate and len(variables) == len(saved) + 1:
+        return [v for v in variables if v is not learning_rate], saved
+    if not has_rate and len(saved) == len(variables) + 1 and saved[1].shape == ():
+        return variables, saved[:1] + saved[2:]
+    return None
+
+
+def _holds(variable, value):
+    """Whether a saved value can be what `variable` holds: the same shape, and
+    numbers of the same kind (floating point, or not)."""
+
+    def floating(dtype):
+        return "float" in keras.backend.standardize_dtype(dtype)
+
+    same_kind = floating(variable.dtype) == floating(value.dtype)
+    return tuple(value.shape) == tuple(variable.shape) and same_kind
+
+
 def _as_int(value):
     return None if value is None else int(value)
 
@@ -827,19 +852,30 @@ class Adafactor(keras.optimizers.Optimizer):
         self.assign_sub(variable, delta)
 
     def load_own_variables(self, store):
-        """As Keras's. A model saved with a learning-rate function has no
-        learning-rate variable; loaded, its saved value makes one. The rest
-        of the state is then loaded around it rather than dropped."""
-        learning_rate = self._learning_rate
-        if (
-            isinstance(learning_rate, keras.Variable)
-            and len(store.keys()) == len(self.variables) - 1
-        ):
-            saved = [v for v in self.variables if v is not learning_rate]
-            for i, variable in enumerate(saved):
-                variable.assign(store[str(i)])
+        """As Keras's, but the saved state is matched to this optimizer's
+        variables by what each holds, its shape and kind, and is loaded
+        whole or not at all.
+
+        Only the learning-rate variable may be missing on one side: a model
+        saved with a learning-rate function has none, and an optimizer given
+        a function needs none. Any other difference (momentum, factoring,
+        stochastic rounding, another model) skips the optimizer's state with
+        Keras's warning and leaves this optimizer's as it is.
+        """
+        saved = [store[str(i)] for i in range(len(store.keys()))]
+        ours = list(self.variables)
+        pairs = _pairing(ours, saved, self._learning_rate)
+        if pairs is not None and all(map(_holds, *pairs)):
+            for variable, value in zip(*pairs):
+                variable.assign(value)
             return
-        super().load_own_variables(store)
+        warnings.warn(
+            f"Skipping variable loading for optimizer '{self.name}', because "
+            f"its {len(ours)} variables do not match the {len(saved)} saved "
+            "ones (an optimizer made with other options, or for another "
+            "model, or not built yet); its state is left as it is.",
+            stacklevel=2,
+        )
 
     def get_config(self):
         """The config Keras saves. A learning rate that is a function Keras
