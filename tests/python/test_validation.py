@@ -1,8 +1,11 @@
 """Bad arguments are refused at construction, naming argument and value."""
 
+import keras
+import numpy as np
 import pytest
 
 from adafactor import Adafactor
+from helpers import compiled_trajectory, random_problem
 
 BAD = [
     ("learning_rate", 0.0, ValueError, "a number > 0"),
@@ -39,6 +42,19 @@ BAD = [
     ("name", "a/b", ValueError, "valid TensorFlow name scope"),
     ("name", "_private", ValueError, "valid TensorFlow name scope"),
     ("name", 3, TypeError, "valid TensorFlow name scope"),
+    # Numbers the step holds as float32, and whole numbers as int32 on JAX.
+    ("learning_rate", 1e39, ValueError, r"a number > 0.*\(as a float32\)"),
+    ("learning_rate", 1e-320, ValueError, r"a number > 0.*\(as a float32\)"),
+    ("clipnorm", 1e-320, ValueError, r"a number > 0 or None \(as a float32\)"),
+    ("weight_decay", 1e39, ValueError, r"a number >= 0 or None \(as a float32\)"),
+    ("beta_2_decay", -1e39, ValueError, r"a number < 0 \(as a float32\)"),
+    ("epsilon_1", 1e39, ValueError, "a normal float32"),
+    ("ema_momentum", 10**400, ValueError, r"\[0, 1\] \(as a float32\)"),
+    ("decay_offset", 2**31, ValueError, r"a whole number >= 0 \(at most 2147483647\)"),
+    ("decay_offset", 2.0**53, ValueError, r"\(at most 2147483647\)"),
+    ("ema_overwrite_frequency", 2**31, ValueError, r"\(at most 2147483647\)"),
+    ("gradient_accumulation_steps", 2**40, ValueError, r"\(at most 2147483647\)"),
+    ("min_dim_size_to_factor", 2**31, ValueError, r"\(at most 2147483647\)"),
 ]
 
 
@@ -48,7 +64,8 @@ def test_bad_argument_is_refused(name, value, error, allowed):
         Adafactor(**{name: value})
     message = str(info.value)
     assert f"`{name}`" in message
-    assert f"Received: {name}={value!r}" in message
+    shown = repr(value)
+    assert f"Received: {name}={shown if len(shown) <= 60 else shown[:57]}" in message
 
 
 def test_ema_momentum_checked_with_use_ema():
@@ -70,3 +87,39 @@ def test_whole_numbers_become_ints():
 
 def test_integer_learning_rate_is_accepted():
     assert Adafactor(learning_rate=1).get_config()["learning_rate"] == 1.0
+
+
+def test_a_long_value_is_shown_shortened():
+    with pytest.raises(ValueError) as info:
+        Adafactor(name="a" * 1000 + " ")
+    assert str(info.value).endswith("Received: name='" + "a" * 56 + "...")
+
+
+def test_name_none_takes_the_default_name():
+    assert Adafactor(name=None).name == "adafactor"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(decay_offset=2**31 - 1),
+        dict(use_ema=True, ema_overwrite_frequency=2**31 - 1),
+        dict(gradient_accumulation_steps=2**31 - 1),
+        dict(min_dim_size_to_factor=2**31 - 1),
+    ],
+    ids=lambda kw: ",".join(kw),
+)
+def test_the_largest_whole_numbers_work(kwargs):
+    x0s, grads = random_problem([(3, 4), (4,)], steps=2)
+    got = compiled_trajectory(Adafactor(**kwargs), x0s, grads)
+    assert all(np.all(np.isfinite(x)) for x in got)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool"])
+def test_a_variable_that_is_not_floating_point_is_refused(dtype):
+    variable = keras.Variable(
+        np.ones((3, 4)), dtype=dtype, trainable=False, name="counts"
+    )
+    variables = [variable]
+    with pytest.raises(ValueError, match=f"floating-point.*'counts'.* {dtype}"):
+        Adafactor().build(variables)

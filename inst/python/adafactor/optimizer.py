@@ -391,48 +391,66 @@ def _is_flag(value):
     return isinstance(value, bool)
 
 
+_FLOAT32_MAX = float(np.finfo("float32").max)
+# The step computes in float32 (or wider): a number must stay finite there,
+# and one that must be > 0 must stay so once rounded.
+_AS_FLOAT32 = " (as a float32)"
+# Whole numbers meet int32 step counts on JAX, whose default integers they
+# are: a larger one overflows there.
+_INT32_MAX = 2**31 - 1
+_IN_INT32 = f" (at most {_INT32_MAX})"
+
+
 def _finite(x):
-    return float("-inf") < float(x) < float("inf")
+    try:
+        return abs(float(x)) <= _FLOAT32_MAX
+    except OverflowError:
+        return False
 
 
-def _number(ok, allowed, none_ok=False):
-    return (_is_real, lambda x: _finite(x) and ok(x), allowed, none_ok)
+def _number(ok, allowed, none_ok=False, note=_AS_FLOAT32):
+    return (_is_real, lambda x: _finite(x) and ok(x), allowed, none_ok, note)
+
+
+def _positive(x):
+    return np.float32(x) > 0
 
 
 def _whole(ok, allowed, none_ok=False):
-    return (_is_whole, ok, allowed, none_ok)
+    return (_is_whole, lambda x: ok(x) and x <= _INT32_MAX, allowed, none_ok, _IN_INT32)
 
 
-_FLAG = (_is_flag, lambda x: True, "True or False", False)
+_FLAG = (_is_flag, lambda x: True, "True or False", False, "")
 # The least normal float32. The statistics and the update are float32 (or
 # wider); a smaller epsilon_1 or clip_threshold is 0 once flushed to zero, as
 # TensorFlow, XLA and GPUs do, and a zero gradient row then gives 0 / 0.
 _TINY = 2.0**-126
 _NORMAL = (
-    "a number >= 1.1754944e-38 (the least normal float32: a smaller one is 0"
-    " on backends that flush subnormals to zero, and an all-zero gradient row"
-    " then divides 0 by 0)"
+    "a normal float32 >= 1.1754944e-38 (the least normal float32: a smaller"
+    " one is 0 on backends that flush subnormals to zero, and an all-zero"
+    " gradient row then divides 0 by 0)"
 )
 # TensorFlow's rule for a name scope, less the `/` Keras refuses: any other
 # name breaks training there.
 _NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\>-]*")
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
-# What each argument allows: (type test, value test, phrase, None allowed).
+# What each argument allows: (type test, value test, phrase, None allowed,
+# a note after the phrase).
 _RULES = {
     "beta_2_decay": _number(lambda x: x < 0, "a number < 0"),
-    "epsilon_1": _number(lambda x: x >= _TINY, _NORMAL),
+    "epsilon_1": _number(lambda x: x >= _TINY, _NORMAL, note=""),
     "epsilon_2": _number(lambda x: x >= 0, "a number >= 0"),
-    "clip_threshold": _number(lambda x: x >= _TINY, _NORMAL),
+    "clip_threshold": _number(lambda x: x >= _TINY, _NORMAL, note=""),
     "relative_step": _FLAG,
     "weight_decay": _number(lambda x: x >= 0, "a number >= 0", True),
-    "clipnorm": _number(lambda x: x > 0, "a number > 0", True),
+    "clipnorm": _number(_positive, "a number > 0", True),
     "clipvalue": _number(lambda x: x >= 0, "a number >= 0", True),
-    "global_clipnorm": _number(lambda x: x > 0, "a number > 0", True),
+    "global_clipnorm": _number(_positive, "a number > 0", True),
     "use_ema": _FLAG,
     "ema_momentum": _number(lambda x: 0 <= x <= 1, "a number in [0, 1]"),
     "ema_overwrite_frequency": _whole(lambda x: x >= 1, "a whole number >= 1", True),
-    "loss_scale_factor": _number(lambda x: x > 0, "a number > 0", True),
+    "loss_scale_factor": _number(_positive, "a number > 0", True),
     "gradient_accumulation_steps": _whole(
         lambda x: x >= 2, "a whole number >= 2", True
     ),
@@ -442,6 +460,7 @@ _RULES = {
         lambda x: x in _FLOAT_DTYPES,
         "one of " + ", ".join(f'"{d}"' for d in _FLOAT_DTYPES),
         False,
+        "",
     ),
     "scale_parameter": _FLAG,
     "min_dim_size_to_factor": _whole(lambda x: x >= 1, "a whole number >= 1", True),
@@ -453,7 +472,8 @@ _RULES = {
         lambda x: _NAME.fullmatch(x) is not None,
         "a string of letters, digits and `_.>-\\` that starts with a letter,"
         " a digit or `.` (a valid TensorFlow name scope)",
-        False,
+        True,
+        "",
     ),
 }
 
@@ -466,16 +486,28 @@ def _validate(args):
     lr = args["learning_rate"]
     checks = [(name, args[name], rule) for name, rule in _RULES.items()]
     if _is_real(lr) or not callable(lr):  # schedules and callables pass
-        checks.insert(0, ("learning_rate", lr, _number(lambda x: x > 0, _LR_ALLOWED)))
-    for name, value, (kind, ok, allowed, none_ok) in checks:
+        checks.insert(0, ("learning_rate", lr, _number(_positive, _LR_ALLOWED)))
+    for name, value, (kind, ok, allowed, none_ok, note) in checks:
         if value is None and none_ok:
             continue
-        allowed += " or None" if none_ok else ""
+        allowed += (" or None" if none_ok else "") + note
         if not kind(value) or not ok(value):
             error = ValueError if kind(value) else TypeError
             raise error(
-                f"Argument `{name}` must be {allowed}. Received: {name}={value!r}"
+                f"Argument `{name}` must be {allowed}. Received: {name}={_shown(value)}"
             )
+
+
+def _shown(value, width=60):
+    """repr(value), shortened to `width` characters with `...`."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def warn(message):
+    """Warn with `message` as a UserWarning. The R package puts a function
+    that calls R's warning() in its place, so that R code can catch it."""
+    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _restorable(learning_rate):
@@ -660,9 +692,17 @@ class Adafactor(keras.optimizers.Optimizer):
         return least is None or min(shape[-2:]) >= least
 
     def build(self, var_list):
-        """Create `r` and `c` for variables of rank >= 2, `v` for the rest."""
+        """Create `r` and `c` for variables of rank >= 2, `v` for the rest.
+        A variable that is not of a floating-point dtype is refused."""
         if self.built:
             return
+        for var in var_list:
+            dtype = keras.backend.standardize_dtype(var.dtype)
+            if "float" not in dtype:
+                raise ValueError(
+                    "Adafactor updates floating-point variables only. Received: "
+                    f"variable {getattr(var, 'path', var.name)!r} of dtype {dtype}"
+                )
         super().build(var_list)
         self._r, self._c, self._v, self._m = [], [], [], []
         for var in var_list:
@@ -886,13 +926,12 @@ class Adafactor(keras.optimizers.Optimizer):
             config = super().get_config()
         else:
             rate = ops.convert_to_tensor(self.learning_rate)
-            warnings.warn(
+            warn(
                 "The learning rate is a function that a saved model cannot "
                 f"restore; its current value, {float(rate):g}, is saved instead, "
                 "and a loaded model trains at that constant rate. To save a "
                 "schedule, use a keras.optimizers.schedules."
-                "LearningRateSchedule (in R, keras3's learning_rate_schedule_*()).",
-                stacklevel=2,
+                "LearningRateSchedule (in R, keras3's learning_rate_schedule_*())."
             )
             # Keras serializes any callable; let it see the value instead.
             try:
