@@ -2,8 +2,9 @@ default_envname <- "r-adafactor"
 
 #' Install the Python side of adafactor
 #'
-#' Creates, or updates, a Python virtual environment with keras 3, a backend
-#' and, where this version of reticulate needs it, NumPy below 2. The package
+#' Creates, or updates, a Python virtual environment with keras (>=
+#' `r floors[["keras"]]`), a backend and, where this version of reticulate
+#' needs it, NumPy below 2. The package
 #' looks for the environment `"r-adafactor"` when it is loaded, unless
 #' `RETICULATE_PYTHON` says otherwise, so restart R after installing.
 #'
@@ -15,7 +16,7 @@ default_envname <- "r-adafactor"
 #'   call to [optimizer_adafactor()].
 #' @param extra_packages Further Python packages to install.
 #' @param python_version Passed to [reticulate::virtualenv_create()] when the
-#'   environment is new.
+#'   environment is new. keras needs Python >= `r floors[["python"]]`.
 #' @param ... Passed to [reticulate::virtualenv_install()], for example
 #'   `pip_options`.
 #'
@@ -41,34 +42,4 @@ install_adafactor <- function(envname = default_envname,
     "'. Restart R to use it."
   )
   invisible(packages)
-}
-
-# The pip requirement specifications for the chosen backends.
-python_requirements <- function(backend = "tensorflow",
-                                reticulate_version =
-                                  utils::packageVersion("reticulate"),
-                                sysname = Sys.info()[["sysname"]]) {
-  known <- c("tensorflow", "jax", "torch")
-  valid <- is.character(backend) && length(backend) > 0L &&
-    !anyNA(backend) && all(backend %in% known)
-  if (!valid) {
-    stop(errorCondition(
-      sprintf(
-        "`backend` must be one or more of %s, not %s.",
-        paste0("\"", known, "\"", collapse = ", "), describe(backend)
-      ),
-      class = "adafactor_argument_error", call = NULL
-    ))
-  }
-  packages <- c(
-    tensorflow = if (sysname == "Linux") "tensorflow-cpu>=2.16" else "tensorflow>=2.16",
-    jax = "jax[cpu]>=0.4.30",
-    torch = "torch>=2.1"
-  )
-  c(
-    "keras>=3.0",
-    # reticulate before 1.35 cannot load NumPy 2.
-    if (reticulate_version < "1.35") "numpy<2",
-    unname(packages[unique(backend)])
-  )
 }

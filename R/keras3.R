@@ -14,19 +14,35 @@ unfollow_keras3 <- function() {
   setHook(event, others, "replace")
 }
 
-.onUnload <- function(libpath) {
-  unfollow_keras3()
-}
-
+# The user's choice stays: the same exports are attached again (library()'s
+# `exclude` and `include.only`), and nothing moves when optimizer_adafactor()
+# is not among them, as then keras3's masks nothing of adafactor's.
 keras3_attached <- function(...) {
   position <- match(c("package:adafactor", "package:keras3"), search())
   if (anyNA(position) || position[1] < position[2]) {
     return(invisible(FALSE))
   }
+  attached <- ls(position[1], all.names = TRUE)
+  if (!"optimizer_adafactor" %in% attached) {
+    return(invisible(FALSE))
+  }
   detach("package:adafactor", character.only = TRUE)
-  attachNamespace("adafactor")
-  message(structure(
-    class = c("adafactor_keras3_message", "message", "condition"),
+  attachNamespace("adafactor", include.only = attached)
+  # library(quietly = TRUE) silences no startup message (R 4.2): a user who
+  # asked keras3 to attach quietly means this one too.
+  if (!isTRUE(dynGet("quietly", ifnotfound = FALSE))) {
+    message(keras3_message())
+  }
+  invisible(TRUE)
+}
+
+# A package startup message, silenced as they are, with a class of its own.
+keras3_message <- function() {
+  structure(
+    class = c(
+      "adafactor_keras3_message", "packageStartupMessage", "simpleMessage",
+      "message", "condition"
+    ),
     list(message = paste0(
       "adafactor: keras3 was attached after adafactor, and its own ",
       "optimizer_adafactor() (keras.optimizers.Adafactor) would have masked ",
@@ -34,6 +50,5 @@ keras3_attached <- function(...) {
       "optimizer_adafactor() is adafactor's; keras3's is ",
       "keras3::optimizer_adafactor().\n"
     ), call = NULL)
-  ))
-  invisible(TRUE)
+  )
 }

@@ -4,7 +4,7 @@
 #' running means of the squared gradient over its rows and over its columns,
 #' instead of a full second moment. This optimizer stores exactly that and
 #' nothing more: for a variable of rank 2 or more, a row statistic of shape
-#' `shape[:-1]` and a column statistic of shape `shape[:-2] + shape[-1]`; for
+#' `shape[:-1]` and a column statistic of shape `shape[:-2] + shape[-1:]`; for
 #' a variable of rank 0 or 1, a full second moment. When gradients are of
 #' dimension > 2, the last two dimensions are factored.
 #'
@@ -23,22 +23,29 @@
 #'
 #' @section R specifics:
 #' * `NULL` becomes Python's `None`. A 1x1 matrix or array counts as its one
-#'   value.
+#'   value. What R does not count as a number (`is.numeric()` is `FALSE`), such
+#'   as a `Date`, a time or a `factor`, is refused.
 #' * `ema_overwrite_frequency`, `gradient_accumulation_steps`,
 #'   `min_dim_size_to_factor` and `decay_offset` may be given as doubles
 #'   (`10`); whole numbers reach Python as integers.
 #' * `learning_rate` may be an R function of no arguments. It is called by
 #'   Keras to get the rate; in a compiled training step that happens when the
-#'   step is traced, so the value is then fixed. A saved model cannot hold an
-#'   R function: saving stores the rate's current value instead, with a
-#'   warning, and the loaded model trains at that constant rate. Use a
-#'   `LearningRateSchedule` (keras3's `learning_rate_schedule_*()`) to save
-#'   a schedule.
+#'   step is traced, so the value is then fixed. It must return a single
+#'   number: it is called once when the optimizer is made, to check that (a
+#'   function that fails then, because it needs the optimizer itself, is
+#'   called again by Keras), and each later value is checked too. A wrong
+#'   value found later fails with the same message, but as a plain error:
+#'   reticulate passes an R error raised while Python calls R back to R
+#'   without its class. A saved model cannot hold an R function: saving
+#'   stores the rate's current value instead, with an R warning of class
+#'   `adafactor_warning`, and the loaded model trains at that constant rate.
+#'   Use a `LearningRateSchedule` (keras3's `learning_rate_schedule_*()`) to
+#'   save a schedule.
 #' * R checks what only R can see (the type, length 1, `NA`, a function's
 #'   arguments) before Python starts. The allowed values are the Python
-#'   class's rules: its message is passed on. Either way the error has class
-#'   `adafactor_argument_error` and names the argument, the value given and
-#'   what is allowed.
+#'   class's rules and Keras's: their message is passed on. Either way the
+#'   error has class `adafactor_argument_error` and names the argument, the
+#'   value given and what is allowed.
 #'
 #' @param learning_rate A number > 0, a `LearningRateSchedule` instance, or an
 #'   R function that takes no arguments and returns the actual value to use.
@@ -83,6 +90,7 @@
 #' @param name A string, the name of the optimizer and the prefix of its
 #'   variables' names: letters, digits, `_`, `.`, `>`, `-` and backslashes,
 #'   starting with a letter, a digit or `.` (a valid TensorFlow name scope).
+#'   `NULL` takes Keras's default, `"adafactor"`.
 #' @param ... For forward and backward compatibility: keyword arguments of the
 #'   Python class that have no R argument yet. There are none at present, so
 #'   any argument here is refused with an error.
@@ -121,7 +129,9 @@
 #'   `keras$utils$set_random_seed()`. Other dtypes are unaffected.
 #'
 #' @return A Keras 3 optimizer: the Python object `adafactor.Adafactor`, a
-#'   subclass of `keras.optimizers.Optimizer`.
+#'   subclass of `keras.optimizers.Optimizer`. It needs Python (>=
+#'   `r floors[["python"]]`) with keras (>= `r floors[["keras"]]`); see
+#'   [install_adafactor()].
 #'
 #' @references Shazeer, N. and Stern, M. (2018). Adafactor: Adaptive Learning
 #'   Rates with Sublinear Memory Cost. ICML. <https://arxiv.org/abs/1804.04235>
@@ -166,7 +176,8 @@ optimizer_adafactor <- function(learning_rate = 0.001,
                                 stochastic_rounding = FALSE) {
   args <- mget(setdiff(names(formals()), "..."), environment())
   args <- adafactor_args(args, list(...))
-  pass_on_python_errors(do.call(adafactor_python()$Adafactor, args))
+  adafactor <- adafactor_python()$Adafactor
+  pass_on_python_errors(do.call(adafactor, args))
 }
 
 # Python keyword arguments accepted in `...`; none yet.
@@ -209,24 +220,45 @@ adafactor_args <- function(args, dots = list(), allowed = dots_allowed) {
 }
 
 # One argument as Python should receive it: NULL and Python objects as they
-# are, a 1x1 matrix as its one value, whole numbers that fit as integers.
+# are, a 1x1 matrix as its one value, whole numbers that fit as integers. R's
+# classes that is.numeric() refuses, such as Date and factor, are refused.
 r_value <- function(name, value, type) {
-  if (passes_as_is(value, type)) {
+  if (is.null(value) || inherits(value, "python.builtin.object")) {
     return(value)
   }
-  if (is.atomic(value) && length(value) == 1L) {
-    value <- as.vector(value) # drops dim, names and other attributes
+  if (is.function(value) && type == "rate" && takes_no_arguments(value)) {
+    return(rate_function(value))
   }
   rule <- type_rules[[type]]
   if (!is_single(value, rule[[2]])) {
     abort_argument(name, value, rule[[1]])
   }
-  python_number(value, type)
+  python_number(as.vector(value), type) # drops dim, names and other attributes
 }
 
-passes_as_is <- function(value, type) {
-  is.null(value) || inherits(value, "python.builtin.object") ||
-    (is.function(value) && type == "rate" && takes_no_arguments(value))
+# An R function as the learning rate: Keras calls it for the rate, and each
+# value it returns is checked for what R can see and passed as a double. It is
+# called once now as well, so that a wrong value fails here, with this
+# package's error class: an R error raised while Python calls R reaches R
+# again as a plain error (reticulate 1.28 keeps its message, not its class).
+# A function that fails now may need what is not made yet, such as the
+# optimizer itself: Keras calls it later.
+rate_function <- function(f) {
+  first <- tryCatch(list(f()), error = function(e) NULL)
+  if (length(first) == 1L) {
+    checked_rate(first[[1]])
+  }
+  function() checked_rate(f())
+}
+
+checked_rate <- function(value) {
+  if (!is_single(value, is.numeric)) {
+    argument_error(sprintf(
+      "`learning_rate` must be a function returning a single number; it returned %s.",
+      describe(value)
+    ))
+  }
+  as.double(value)
 }
 
 python_number <- function(value, type) {
@@ -251,20 +283,17 @@ takes_no_arguments <- function(f) {
   all(!required | names(params) == "...")
 }
 
-# The Python constructor's ValueError or TypeError, as an R condition with
-# Python's message and no traceback.
+# A ValueError or TypeError of the Python constructor, or of Keras's base
+# class, as an R condition with Python's message alone. The message is read
+# from the Python exception itself: reticulate 1.28 fails to format some.
 pass_on_python_errors <- function(expr) {
+  reticulate::py_last_error(NULL)
   tryCatch(expr, error = function(e) {
-    message <- conditionMessage(e)
-    found <- regmatches(message, regexec(
-      "(?:ValueError|TypeError): (Argument `[^\n]*)", message,
-      perl = TRUE
-    ))[[1]]
-    if (length(found) == 0L) stop(e)
-    stop(errorCondition(
-      found[[2]],
-      class = "adafactor_argument_error", call = NULL
-    ))
+    python <- reticulate::py_last_error()
+    if (is.null(python) || !python$type %in% c("ValueError", "TypeError")) {
+      stop(e)
+    }
+    argument_error(python$value)
   })
 }
 
@@ -274,10 +303,7 @@ check_dots <- function(dots, allowed) {
   }
   dot_names <- names(dots) %||% rep("", length(dots))
   if (any(dot_names == "")) {
-    stop(errorCondition(
-      "Arguments in `...` of optimizer_adafactor() must be named.",
-      class = "adafactor_argument_error", call = NULL
-    ))
+    argument_error("Arguments in `...` of optimizer_adafactor() must be named.")
   }
   unknown <- setdiff(dot_names, allowed)
   if (length(unknown) > 0L) {
@@ -286,41 +312,49 @@ check_dots <- function(dots, allowed) {
     } else {
       "none at present"
     }
-    stop(errorCondition(
-      sprintf(
-        "Unknown argument%s in `...`: %s. Accepted in `...`: %s.",
-        if (length(unknown) > 1L) "s" else "",
-        paste0("`", unknown, "`", collapse = ", "),
-        accepted
-      ),
-      class = "adafactor_argument_error", call = NULL
+    argument_error(sprintf(
+      "Unknown argument%s in `...`: %s. Accepted in `...`: %s.",
+      if (length(unknown) > 1L) "s" else "",
+      shorten(paste0("`", unknown, "`", collapse = ", ")),
+      accepted
     ))
   }
 }
 
 abort_argument <- function(name, value, allowed) {
-  stop(errorCondition(
-    sprintf("`%s` must be %s, not %s.", name, allowed, describe(value)),
-    class = "adafactor_argument_error", call = NULL
-  ))
+  argument_error(sprintf("`%s` must be %s, not %s.", name, allowed, describe(value)))
 }
 
+argument_error <- function(message) {
+  stop(errorCondition(message, class = "adafactor_argument_error", call = NULL))
+}
+
+# A value as a message shows it: short, and by its class if it has one.
 describe <- function(value) {
   if (is.null(value)) {
     return("NULL")
   }
   if (is.function(value)) {
-    return(sprintf("a function of (%s)", toString(names(formals(args(value))))))
+    params <- toString(names(formals(args(value))))
+    return(sprintf("a function of (%s)", shorten(params)))
   }
   if (inherits(value, "python.builtin.object")) {
     return("a Python object")
   }
-  shown <- paste(deparse(value, width.cutoff = 60L), collapse = " ")
-  if (nchar(shown) > 60L) shown <- paste0(substr(shown, 1L, 57L), "...")
+  shown <- if (is.object(value)) {
+    class <- class(value)[[1]]
+    paste(if (grepl("^[AEIOUaeiou]", class)) "an" else "a", class)
+  } else {
+    shorten(paste(deparse(value, width.cutoff = 60L, nlines = 2L), collapse = " "))
+  }
   if (length(value) != 1L) {
     shown <- sprintf("%s (length %d)", shown, length(value))
   }
   shown
+}
+
+shorten <- function(text, width = 60L) {
+  if (nchar(text) > width) paste0(substr(text, 1L, width - 3L), "...") else text
 }
 
 `%||%` <- function(x, y) if (is.null(x)) y else x

@@ -5,23 +5,27 @@
 # Python starts, and keras is imported, at the first call that needs it.
 adafactor_py <- NULL
 
-.onLoad <- function(libname, pkgname) {
-  # Prefer the environment install_adafactor() makes, unless the user chose.
-  user_chose <- Sys.getenv("RETICULATE_PYTHON") != "" ||
-    reticulate::py_available(initialize = FALSE)
-  if (!user_chose && reticulate::virtualenv_exists(default_envname)) {
-    reticulate::use_virtualenv(default_envname, required = FALSE)
+# The Python module's warnings go through R's warning(), so that R code can
+# catch and silence them: the module warns by calling its function `warn`.
+# Not when Python runs R (rpy2): the module is Python's, and so are its users.
+use_r_warnings <- function(optimizer = reticulate::import("adafactor.optimizer"),
+                           r_runs_python = python_started_by_r()) {
+  if (r_runs_python && reticulate::py_has_attr(optimizer, "warn")) {
+    reticulate::py_set_attr(optimizer, "warn", r_warning)
   }
-  require_python_packages()
-  adafactor_py <<- reticulate::import_from_path(
-    "adafactor",
-    path = system.file("python", package = pkgname),
-    delay_load = list(on_error = function(e) stop_python_missing(e))
+  invisible(NULL)
+}
+
+python_started_by_r <- function() {
+  started <- get0(
+    "was_python_initialized_by_reticulate", asNamespace("reticulate"),
+    mode = "function"
   )
-  # Keras finds the class of a saved model in its registry: import the module
-  # as soon as keras is, so that load_model() knows "adafactor>Adafactor".
-  on_python_import("keras", register_with_keras)
-  follow_keras3()
+  is.null(started) || started()
+}
+
+r_warning <- function(message) {
+  warning(warningCondition(message, class = "adafactor_warning", call = NULL))
 }
 
 # Importing the module registers its class with Keras. A failure here must
@@ -29,21 +33,6 @@ adafactor_py <- NULL
 register_with_keras <- function() {
   tryCatch(adafactor_py$Adafactor, error = function(e) warning(e))
   invisible(NULL)
-}
-
-# reticulate >= 1.41 provisions Python from the requirements packages
-# declare: keras 3, and tensorflow unless a backend is already required.
-require_python_packages <- function(
-    py_require = get0("py_require", asNamespace("reticulate"))) {
-  if (is.null(py_require)) {
-    return(invisible(NULL))
-  }
-  required <- py_require()$packages
-  names <- tolower(sub("^([A-Za-z0-9_.-]+).*$", "\\1", required))
-  has_backend <- any(names %in% c("tensorflow", "tensorflow-cpu", "jax", "torch"))
-  packages <- c("keras>=3", if (!has_backend) "tensorflow")
-  py_require(packages)
-  invisible(packages)
 }
 
 # Run `hook` when Python imports `module`, or now if it has. reticulate's
@@ -80,7 +69,8 @@ stop_python_missing <- function(e) {
   )
   stop(errorCondition(
     paste0(
-      "optimizer_adafactor() needs Python with keras 3 and a backend ",
+      "optimizer_adafactor() needs Python (>= ", floors[["python"]],
+      ") with keras (>= ", floors[["keras"]], ") and a backend ",
       "(tensorflow, jax or torch), and could not load them.\n",
       "Python used: ", python, "\n",
       "Python said: ", conditionMessage(e), "\n",

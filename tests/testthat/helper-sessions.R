@@ -36,24 +36,33 @@ stand_in_keras3 <- function() {
   library
 }
 
-# Attach `packages` in order in a fresh R; what optimizer_adafactor() is then.
-attach_in_order <- function(packages, library) {
-  in_fresh_r(function(packages, library) {
+# Attach `packages` in order in a fresh R, each with the library() arguments
+# in `options[[package]]`, and with suppressPackageStartupMessages() when
+# `quiet`: what optimizer_adafactor() is then, and what adafactor said.
+attach_in_order <- function(packages, library, options = list(), quiet = FALSE) {
+  in_fresh_r(function(packages, library, options, quiet) {
     .libPaths(c(library, .libPaths()))
-    messages <- character()
+    messages <- list()
+    attach <- function(p) {
+      call <- function() do.call(base::library, c(list(p), options[[p]]))
+      if (quiet) suppressPackageStartupMessages(call()) else call()
+    }
     withCallingHandlers(
-      for (p in packages) library(p, character.only = TRUE),
+      for (p in packages) attach(p),
       message = function(m) {
         if (inherits(m, "adafactor_keras3_message")) {
-          messages <<- c(messages, conditionMessage(m))
+          messages[[length(messages) + 1L]] <<- m
         }
       }
     )
     list(
       owner = environmentName(environment(optimizer_adafactor)),
       search = grep("^package:(adafactor|keras3)$", search(), value = TRUE),
-      messages = messages,
+      attached = if ("package:adafactor" %in% search()) ls("package:adafactor"),
+      messages = vapply(messages, conditionMessage, ""),
+      classes = lapply(messages, class),
       python_started = reticulate::py_available(initialize = FALSE)
     )
-  }, args = list(packages = packages, library = library))
+  }, args = list(packages = packages, library = library, options = options,
+                 quiet = quiet))
 }

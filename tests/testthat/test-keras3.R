@@ -29,3 +29,47 @@ test_that("unloading adafactor removes its hook and no other", {
   unfollow_keras3()
   expect_identical(getHook(event), list(other))
 })
+
+test_that("the message is a package startup message", {
+  keras3_library <- stand_in_keras3()
+  result <- attach_in_order(c("adafactor", "keras3"), keras3_library)
+  expect_true(all(c("adafactor_keras3_message", "packageStartupMessage") %in%
+    result$classes[[1]]))
+  quiet <- attach_in_order(c("adafactor", "keras3"), keras3_library, quiet = TRUE)
+  expect_length(quiet$messages, 0L)
+  expect_identical(quiet$search, c("package:adafactor", "package:keras3"))
+  quiet <- attach_in_order(
+    c("adafactor", "keras3"), keras3_library, list(keras3 = list(quietly = TRUE))
+  )
+  expect_length(quiet$messages, 0L)
+  expect_identical(quiet$search, c("package:adafactor", "package:keras3"))
+})
+
+test_that("the message reads well", {
+  keras3_library <- stand_in_keras3()
+  result <- attach_in_order(c("adafactor", "keras3"), keras3_library)
+  expect_snapshot(cat(result$messages))
+})
+
+test_that("what the user attached is what stays attached", {
+  keras3_library <- stand_in_keras3()
+  # Without optimizer_adafactor() nothing is masked: nothing moves.
+  for (options in list(list(exclude = "optimizer_adafactor"),
+                       list(include.only = "install_adafactor"))) {
+    result <- attach_in_order(
+      c("adafactor", "keras3"), keras3_library, list(adafactor = options)
+    )
+    expect_identical(result$owner, "keras3")
+    expect_identical(result$search, c("package:keras3", "package:adafactor"))
+    expect_false("optimizer_adafactor" %in% result$attached)
+    expect_length(result$messages, 0L)
+  }
+  result <- attach_in_order(
+    c("adafactor", "keras3"), keras3_library,
+    list(adafactor = list(exclude = "install_adafactor"))
+  )
+  expect_identical(result$owner, "adafactor")
+  expect_identical(result$search, c("package:adafactor", "package:keras3"))
+  expect_identical(result$attached, c("adafactor_available", "optimizer_adafactor"))
+  expect_length(result$messages, 1L)
+})

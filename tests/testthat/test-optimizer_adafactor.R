@@ -171,11 +171,17 @@ test_that("R-only checks run before Python starts", {
   expect_false(result$python_started)
 })
 
-test_that("whole numbers beyond R's integers reach Python exactly", {
+test_that("whole numbers up to R's largest integer work, and larger are refused", {
   skip_if_no_keras()
-  opt <- reticulate::r_to_py(optimizer_adafactor(decay_offset = 2^31))
+  opt <- reticulate::r_to_py(optimizer_adafactor(decay_offset = 2^31 - 1))
   expect_identical(
-    reticulate::py_str(reticulate::py_get_attr(opt, "decay_offset")), "2147483648"
+    reticulate::py_str(reticulate::py_get_attr(opt, "decay_offset")), "2147483647"
+  )
+  # Beyond it, a double reaches Python, whose rule refuses it.
+  expect_error(
+    optimizer_adafactor(decay_offset = 2^53),
+    "`decay_offset` must be a whole number >= 0 \\(at most 2147483647\\)",
+    class = "adafactor_argument_error"
   )
 })
 
@@ -242,4 +248,122 @@ test_that("the optimizer trains on the jax backend from R", {
   )
   expect_identical(result$backend, "jax")
   expect_lt(result$loss[10], result$loss[1])
+})
+
+# R's classes that is.numeric() and is.character() refuse are named.
+r_classes <- list(
+  list("learning_rate", as.Date("2020-01-01"), "not a Date"),
+  list("learning_rate", as.POSIXct("2020-01-01", tz = "UTC"), "not a POSIXct"),
+  list("learning_rate", as.difftime(5, units = "mins"), "not a difftime"),
+  list("decay_offset", as.Date("2020-01-01"), "a single whole number, not a Date"),
+  list("epsilon_2", factor("0.5"), "a single number, not a factor"),
+  list("name", factor("mine"), "a single string, not a factor")
+)
+
+for (case in r_classes) {
+  test_that(sprintf("R refuses `%s` of class %s", case[[1]], class(case[[2]])[1]), {
+    args <- stats::setNames(list(case[[2]]), case[[1]])
+    expect_error(
+      do.call(optimizer_adafactor, args),
+      paste0("^`", case[[1]], "` must be .*", case[[3]]),
+      class = "adafactor_argument_error"
+    )
+  })
+}
+
+test_that("R's refusals read well", {
+  expect_snapshot(error = TRUE, optimizer_adafactor(learning_rate = Sys.Date()))
+  expect_snapshot(error = TRUE, optimizer_adafactor(decay_offset = Sys.time()))
+  expect_snapshot(error = TRUE, optimizer_adafactor(clipvalue = factor("0.5")))
+  expect_snapshot(error = TRUE, optimizer_adafactor(beta_1 = c(0.9, 0.99)))
+  expect_snapshot(error = TRUE, optimizer_adafactor(learning_rate = function(x) x))
+  expect_snapshot(error = TRUE, optimizer_adafactor(momentum = 0.9))
+})
+
+test_that("R's own messages stay short, whatever the value", {
+  long <- strrep("a", 5000)
+  cases <- list(
+    list(name = list(long)),
+    list(learning_rate = long),
+    list(learning_rate = eval(parse(text = sprintf("function(%s) 1", long)))),
+    stats::setNames(list(1), long)
+  )
+  for (args in cases) {
+    error <- tryCatch(do.call(optimizer_adafactor, args), error = identity)
+    expect_s3_class(error, "adafactor_argument_error")
+    expect_lt(nchar(conditionMessage(error)), 200)
+  }
+})
+
+test_that("a learning-rate function must give a single number", {
+  for (f in list(function() NA, function() "a", function() c(0.1, 0.2),
+                 function() NULL, function() Sys.Date())) {
+    expect_error(
+      optimizer_adafactor(learning_rate = f),
+      "^`learning_rate` must be a function returning a single number; it returned",
+      class = "adafactor_argument_error"
+    )
+  }
+  expect_snapshot(error = TRUE, optimizer_adafactor(learning_rate = function() NA))
+})
+
+test_that("a learning-rate function's values are checked whenever it is read", {
+  skip_if_no_keras()
+  rates <- list(matrix(0.25), 1L, "fast")
+  rate <- function() {
+    value <- rates[[1]]
+    if (length(rates) > 1L) rates <<- rates[-1]
+    value
+  }
+  opt <- optimizer_adafactor(learning_rate = rate)
+  expect_identical(as.numeric(opt$learning_rate), 1) # the first value checked
+  # reticulate 1.28 passes an R error raised in a call from Python back as
+  # a plain error: the message is kept, not the class.
+  expect_error(opt$learning_rate, "`learning_rate` must be a function returning")
+  # A function that needs the optimizer itself fails only when Keras calls it.
+  opt <- NULL
+  opt <- optimizer_adafactor(learning_rate = function() 0.1 * opt$iterations$numpy())
+  expect_equal(as.numeric(opt$learning_rate), 0)
+})
+
+test_that("Keras's own refusals arrive as argument errors too", {
+  skip_if_no_keras()
+  error <- tryCatch(
+    optimizer_adafactor(clipnorm = 1, global_clipnorm = 1),
+    error = identity
+  )
+  expect_s3_class(error, "adafactor_argument_error")
+  expect_match(conditionMessage(error), "^Only one of `clipnorm`")
+  expect_false(grepl("Error|Traceback|py_last_error|\n", conditionMessage(error)))
+  expect_snapshot(error = TRUE, optimizer_adafactor(clipnorm = 1, global_clipnorm = 1))
+})
+
+test_that("a long invalid value gives a short error", {
+  skip_if_no_keras()
+  error <- tryCatch(
+    optimizer_adafactor(name = paste0(strrep("a", 1000), " ")),
+    error = identity
+  )
+  expect_s3_class(error, "adafactor_argument_error")
+  expect_match(conditionMessage(error), "^Argument `name` must be")
+  expect_match(conditionMessage(error), "...", fixed = TRUE)
+  expect_lt(nchar(conditionMessage(error)), 500)
+})
+
+test_that("name = NULL takes Keras's default name", {
+  skip_if_no_keras()
+  expect_identical(optimizer_adafactor(name = NULL)$name, "adafactor")
+})
+
+test_that("saving a learning-rate function warns in R", {
+  skip_if_no_keras()
+  keras <- keras_py()
+  model <- keras$Sequential(list(keras$Input(list(3L)), keras$layers$Dense(2L)))
+  model$compile(optimizer = optimizer_adafactor(learning_rate = function() 0.02))
+  model$optimizer$build(model$trainable_variables)
+  path <- tempfile(fileext = ".keras")
+  expect_warning(
+    model$save(path), "current value, 0.02, is saved instead",
+    class = "adafactor_warning"
+  )
 })

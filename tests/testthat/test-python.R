@@ -30,39 +30,16 @@ test_that("without keras the first call says what to install", {
     },
     env = c(RETICULATE_PYTHON = file.path(bare, "bin", "python"))
   )
-  expect_match(result$message, "needs Python with keras 3 and a backend")
+  expect_match(result$message, sprintf(
+    "needs Python (>= %s) with keras (>= %s) and a backend",
+    floors[["python"]], floors[["keras"]]
+  ), fixed = TRUE)
   expect_match(result$message, "install_adafactor()", fixed = TRUE)
   expect_match(result$message, "RETICULATE_PYTHON", fixed = TRUE)
   expect_match(result$message, "py_require()", fixed = TRUE)
   expect_match(result$message, bare, fixed = TRUE)
   expect_true("adafactor_python_error" %in% result$class)
   expect_false(result$available)
-})
-
-test_that("with py_require(), keras 3 and a backend are declared", {
-  calls <- list()
-  fake_require <- function(required) {
-    function(packages) {
-      if (missing(packages)) {
-        return(list(packages = required))
-      }
-      calls[[length(calls) + 1L]] <<- packages
-    }
-  }
-  expect_identical(
-    require_python_packages(fake_require("numpy")), c("keras>=3", "tensorflow")
-  )
-  expect_identical(calls[[1]], c("keras>=3", "tensorflow"))
-  for (backend in c("jax[cpu]", "torch>=2.1", "tensorflow-cpu", "TensorFlow")) {
-    expect_identical(
-      require_python_packages(fake_require(c("numpy", backend))), "keras>=3"
-    )
-  }
-  # Before reticulate 1.41 there is no py_require(): nothing is declared.
-  expect_null(require_python_packages(NULL))
-  if (utils::packageVersion("reticulate") < "1.41") {
-    expect_null(require_python_packages())
-  }
 })
 
 test_that("the class is registered when keras is imported", {
@@ -95,21 +72,17 @@ test_that("a saved model loads in a fresh session and trains on", {
     np <- reticulate::import("numpy", convert = FALSE)
     x <- np$ones(c(8L, 3L), dtype = "float32")
     model <- keras$Sequential(list(keras$Input(list(3L)), keras$layers$Dense(2L)))
-    # An R function cannot be saved: its current value is, with a warning.
+    # An R function cannot be saved: its current value is, with an R warning.
     optimizer <- optimizer_adafactor(learning_rate = function() 0.02)
     model$compile(optimizer = optimizer, loss = "mse")
     model$fit(x, np$zeros(c(8L, 2L)), epochs = 2L, verbose = 0L)
-    record <- reticulate::py_run_string(paste(
-      "import warnings",
-      "def record(f, *args):",
-      "    with warnings.catch_warnings(record=True) as caught:",
-      "        warnings.simplefilter('always')",
-      "        f(*args)",
-      "    return [str(w.message) for w in caught]",
-      sep = "\n"
-    ))$record
+    messages <- character()
+    withCallingHandlers(model$save(path), adafactor_warning = function(w) {
+      messages <<- c(messages, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    })
     list(
-      messages = unlist(record(model$save, path)),
+      messages = messages,
       iterations = as.integer(model$optimizer$iterations$numpy())
     )
   }, args = list(path = path))
@@ -145,4 +118,20 @@ test_that("a saved model loads in a fresh session and trains on", {
     class(keras$models$load_model(path)$optimizer)[1]
   }, args = list(path = path))
   expect_identical(late, "adafactor.optimizer.Adafactor")
+})
+
+test_that("the module's warnings become R warnings", {
+  skip_if_no_keras()
+  dir <- tempfile("module-")
+  dir.create(dir)
+  writeLines(c(
+    "import warnings", "def warn(message):", "    warnings.warn(message)",
+    "def save():", "    warn('saved instead')"
+  ), file.path(dir, "warns_in_python.py"))
+  module <- reticulate::import_from_path("warns_in_python", dir)
+  use_r_warnings(module, r_runs_python = FALSE) # Python runs R: Python's
+  expect_no_warning(module$save())
+  use_r_warnings(module)
+  expect_warning(module$save(), "^saved instead$", class = "adafactor_warning")
+  expect_no_warning(suppressWarnings(module$save()))
 })
