@@ -14,23 +14,42 @@ unfollow_keras3 <- function() {
   setHook(event, others, "replace")
 }
 
-# The user's choice stays: the same exports are attached again (library()'s
-# `exclude` and `include.only`), and nothing moves when optimizer_adafactor()
-# is not among them, as then keras3's masks nothing of adafactor's.
+# Called when keras3 is attached, inside library(keras3). Under a
+# conflicts.policy that makes conflicts errors, library() itself decides
+# (it refuses keras3, or lets it mask what the policy allows): nothing moves.
 keras3_attached <- function(...) {
+  if (conflicts_are_errors()) {
+    return(invisible(FALSE))
+  }
+  frame <- innermost_frame(base::library)
+  quietly <- !is.null(frame) && isTRUE(get0("quietly", frame, inherits = FALSE))
+  move_ahead_of_keras3(quietly)
+}
+
+conflicts_are_errors <- function(policy = getOption("conflicts.policy")) {
+  identical(policy, "strict") || (is.list(policy) && isTRUE(policy$error))
+}
+
+# adafactor goes just ahead of keras3 when keras3's optimizer_adafactor()
+# would mask adafactor's. The user's choice stays: the functions attached are
+# attached again (library()'s `exclude` and `include.only`), and nothing moves
+# when either optimizer_adafactor() is not attached. `quietly`: that of
+# library(keras3), which in R (4.2) silences no startup message itself.
+move_ahead_of_keras3 <- function(quietly = FALSE) {
   position <- match(c("package:adafactor", "package:keras3"), search())
   if (anyNA(position) || position[1] < position[2]) {
     return(invisible(FALSE))
   }
   attached <- ls(position[1], all.names = TRUE)
-  if (!"optimizer_adafactor" %in% attached) {
+  masked <- "optimizer_adafactor" %in% attached &&
+    exists("optimizer_adafactor", where = position[2], inherits = FALSE)
+  if (!masked) {
     return(invisible(FALSE))
   }
-  detach("package:adafactor", character.only = TRUE)
-  attachNamespace("adafactor", include.only = attached)
-  # library(quietly = TRUE) silences no startup message (R 4.2): a user who
-  # asked keras3 to attach quietly means this one too.
-  if (!isTRUE(dynGet("quietly", ifnotfound = FALSE))) {
+  # Also when an attached package depends on adafactor: it is back at once.
+  detach(pos = position[1], force = TRUE)
+  attachNamespace("adafactor", pos = position[2], include.only = attached)
+  if (!quietly) {
     message(keras3_message())
   }
   invisible(TRUE)

@@ -198,14 +198,20 @@ r_types <- list(
 )
 
 # Each R type: what the error says, and the test of a single value.
+# A number as R stores one, not a class built on numbers: is.numeric() is
+# TRUE for bit64's integer64, whose bits are no double.
+is_plain_number <- function(x) {
+  is.numeric(x) && (!is.object(x) || inherits(x, "AsIs"))
+}
+
 type_rules <- list(
-  number = list("a single number", is.numeric),
-  whole = list("a single whole number", is.numeric),
+  number = list("a single number", is_plain_number),
+  whole = list("a single whole number", is_plain_number),
   flag = list("TRUE or FALSE", is.logical),
   string = list("a single string", is.character),
   rate = list(
     "a single number, a LearningRateSchedule or an R function of no arguments",
-    is.numeric
+    is_plain_number
   )
 )
 

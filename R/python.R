@@ -24,8 +24,14 @@ python_started_by_r <- function() {
   is.null(started) || started()
 }
 
+# Signalled once the R call into Python that led to it (reticulate's
+# py_call_impl()) has returned: see R/defer.R.
 r_warning <- function(message) {
-  warning(warningCondition(message, class = "adafactor_warning", call = NULL))
+  into_python <- get0("py_call_impl", asNamespace("reticulate"), mode = "function")
+  when_returned(
+    if (!is.null(into_python)) innermost_frame(into_python),
+    warning, warningCondition(message, class = "adafactor_warning", call = NULL)
+  )
 }
 
 # Importing the module registers its class with Keras. A failure here must

@@ -50,6 +50,8 @@ BAD = [
     ("beta_2_decay", -1e39, ValueError, r"a number < 0 \(as a float32\)"),
     ("epsilon_1", 1e39, ValueError, "a normal float32"),
     ("ema_momentum", 10**400, ValueError, r"\[0, 1\] \(as a float32\)"),
+    ("beta_1", 0.99999999, ValueError, r"\[0, 1\) or None \(as a float32\)"),
+    ("beta_2_decay", -1e-46, ValueError, r"a number < 0 \(as a float32\)"),
     ("decay_offset", 2**31, ValueError, r"a whole number >= 0 \(at most 2147483647\)"),
     ("decay_offset", 2.0**53, ValueError, r"\(at most 2147483647\)"),
     ("ema_overwrite_frequency", 2**31, ValueError, r"\(at most 2147483647\)"),

@@ -16,36 +16,48 @@ in_fresh_r <- function(fun, args = list(), env = character()) {
 
 # A minimal package named keras3 that exports an optimizer_adafactor() of its
 # own, installed into a temporary library: only R's search path is under test.
-stand_in_keras3 <- function() {
-  source <- file.path(tempfile("keras3-src-"), "keras3")
+# With `dependent`, also a package that depends on adafactor.
+stand_in_keras3 <- function(dependent = FALSE) {
   library <- tempfile("keras3-lib-")
-  dir.create(file.path(source, "R"), recursive = TRUE)
   dir.create(library)
-  writeLines(c(
-    "Package: keras3", "Version: 0.0.1", "Title: Stand-in for Tests",
-    "Description: Stand-in.", "License: MIT",
-    "Authors@R: person('a', 'b', role = c('aut', 'cre'), email = 'a@b.org')"
-  ), file.path(source, "DESCRIPTION"))
-  writeLines("export(optimizer_adafactor)", file.path(source, "NAMESPACE"))
-  writeLines(
-    "optimizer_adafactor <- function(...) \"keras3's\"",
-    file.path(source, "R", "optimizer.R")
-  )
-  testthat::skip_if_not_installed("callr")
-  callr::rcmd_safe("INSTALL", c("-l", library, source), fail_on_status = TRUE)
+  keras3 <- "optimizer_adafactor <- function(...) \"keras3's\""
+  stand_in_package(library, "keras3", keras3)
+  if (dependent) {
+    stand_in_package(library, "adafactorplus", "plus <- function() 1", "adafactor")
+  }
   library
 }
 
+stand_in_package <- function(library, name, code, depends = NULL) {
+  source <- file.path(tempfile("src-"), name)
+  dir.create(file.path(source, "R"), recursive = TRUE)
+  writeLines(c(
+    paste("Package:", name), "Version: 0.0.1", "Title: Stand-in for Tests",
+    "Description: Stand-in.", "License: MIT",
+    "Authors@R: person('a', 'b', role = c('aut', 'cre'), email = 'a@b.org')",
+    if (!is.null(depends)) paste("Depends:", depends)
+  ), file.path(source, "DESCRIPTION"))
+  writeLines(
+    paste0("export(", sub(" <-.*", "", code), ")"), file.path(source, "NAMESPACE")
+  )
+  writeLines(code, file.path(source, "R", "code.R"))
+  testthat::skip_if_not_installed("callr")
+  callr::rcmd_safe("INSTALL", c("-l", library, source), fail_on_status = TRUE)
+}
+
 # Attach `packages` in order in a fresh R, each with the library() arguments
-# in `options[[package]]`, and with suppressPackageStartupMessages() when
-# `quiet`: what optimizer_adafactor() is then, and what adafactor said.
-attach_in_order <- function(packages, library, options = list(), quiet = FALSE) {
-  in_fresh_r(function(packages, library, options, quiet) {
+# in `options[[package]]`, with suppressPackageStartupMessages() when `quiet`
+# and R's options `r_options`: what optimizer_adafactor() is then, and what
+# adafactor said. A library() call that fails is passed over.
+attach_in_order <- function(packages, library, options = list(), quiet = FALSE,
+                            r_options = list()) {
+  in_fresh_r(function(packages, library, options, quiet, r_options) {
     .libPaths(c(library, .libPaths()))
+    base::options(r_options)
     messages <- list()
     attach <- function(p) {
       call <- function() do.call(base::library, c(list(p), options[[p]]))
-      if (quiet) suppressPackageStartupMessages(call()) else call()
+      try(if (quiet) suppressPackageStartupMessages(call()) else call(), silent = TRUE)
     }
     withCallingHandlers(
       for (p in packages) attach(p),
@@ -58,11 +70,12 @@ attach_in_order <- function(packages, library, options = list(), quiet = FALSE) 
     list(
       owner = environmentName(environment(optimizer_adafactor)),
       search = grep("^package:(adafactor|keras3)$", search(), value = TRUE),
+      positions = match(c("package:adafactor", "package:keras3"), search()),
       attached = if ("package:adafactor" %in% search()) ls("package:adafactor"),
       messages = vapply(messages, conditionMessage, ""),
       classes = lapply(messages, class),
       python_started = reticulate::py_available(initialize = FALSE)
     )
   }, args = list(packages = packages, library = library, options = options,
-                 quiet = quiet))
+                 quiet = quiet, r_options = r_options))
 }

@@ -73,3 +73,41 @@ test_that("what the user attached is what stays attached", {
   expect_identical(result$attached, c("adafactor_available", "optimizer_adafactor"))
   expect_length(result$messages, 1L)
 })
+
+test_that("a package that depends on adafactor does not stop the move", {
+  result <- attach_in_order(
+    c("adafactorplus", "keras3"), stand_in_keras3(dependent = TRUE)
+  )
+  expect_identical(result$owner, "adafactor")
+  expect_identical(result$search, c("package:adafactor", "package:keras3"))
+  expect_length(result$messages, 1L)
+})
+
+test_that("keras3 refused by a strict conflicts policy leaves adafactor as it was", {
+  result <- attach_in_order(
+    c("adafactor", "keras3"), stand_in_keras3(),
+    r_options = list(conflicts.policy = "strict")
+  )
+  expect_identical(result$owner, "adafactor")
+  expect_identical(result$search, "package:adafactor")
+  expect_length(result$messages, 0L)
+})
+
+test_that("nothing moves when keras3's optimizer_adafactor() is not attached", {
+  result <- attach_in_order(
+    c("adafactor", "keras3"), stand_in_keras3(),
+    list(keras3 = list(exclude = "optimizer_adafactor"))
+  )
+  expect_identical(result$owner, "adafactor")
+  expect_identical(result$search, c("package:keras3", "package:adafactor"))
+  expect_length(result$messages, 0L)
+})
+
+test_that("adafactor moves just ahead of keras3, not to the front", {
+  result <- attach_in_order(
+    c("adafactor", "keras3"), stand_in_keras3(),
+    list(adafactor = list(pos = 6L), keras3 = list(pos = 4L))
+  )
+  expect_identical(result$positions, c(4L, 5L))
+  expect_length(result$messages, 1L)
+})

@@ -257,7 +257,9 @@ r_classes <- list(
   list("learning_rate", as.difftime(5, units = "mins"), "not a difftime"),
   list("decay_offset", as.Date("2020-01-01"), "a single whole number, not a Date"),
   list("epsilon_2", factor("0.5"), "a single number, not a factor"),
-  list("name", factor("mine"), "a single string, not a factor")
+  list("name", factor("mine"), "a single string, not a factor"),
+  # is.numeric() is TRUE for bit64's integer64, whose bits are no double.
+  list("decay_offset", structure(2.5e-323, class = "integer64"), "not an integer64")
 )
 
 for (case in r_classes) {

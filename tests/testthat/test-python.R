@@ -81,12 +81,16 @@ test_that("a saved model loads in a fresh session and trains on", {
       messages <<- c(messages, conditionMessage(w))
       invokeRestart("muffleWarning")
     })
+    # A handler that exits gets the warning once the save is done: the file
+    # that is loaded below is this one.
+    caught <- tryCatch(model$save(path), warning = function(w) class(w)[[1]])
     list(
-      messages = messages,
+      messages = messages, caught = caught,
       iterations = as.integer(model$optimizer$iterations$numpy())
     )
   }, args = list(path = path))
   expect_match(saved$messages, "current value, 0.02, is saved instead", all = FALSE)
+  expect_identical(saved$caught, "adafactor_warning")
 
   loaded <- in_fresh_r(function(path) {
     library(adafactor)
@@ -126,7 +130,8 @@ test_that("the module's warnings become R warnings", {
   dir.create(dir)
   writeLines(c(
     "import warnings", "def warn(message):", "    warnings.warn(message)",
-    "def save():", "    warn('saved instead')"
+    "saved = []",
+    "def save():", "    warn('saved instead')", "    saved.append(True)"
   ), file.path(dir, "warns_in_python.py"))
   module <- reticulate::import_from_path("warns_in_python", dir)
   use_r_warnings(module, r_runs_python = FALSE) # Python runs R: Python's
@@ -134,4 +139,11 @@ test_that("the module's warnings become R warnings", {
   use_r_warnings(module)
   expect_warning(module$save(), "^saved instead$", class = "adafactor_warning")
   expect_no_warning(suppressWarnings(module$save()))
+  expect_length(module$saved, 3L)
+  # A handler that exits, or a warning made an error, takes effect once
+  # Python's call has returned, never in the middle of it.
+  expect_identical(tryCatch(module$save(), warning = function(w) "caught"), "caught")
+  withr::local_options(warn = 2)
+  expect_error(module$save(), "saved instead")
+  expect_length(module$saved, 5L)
 })
