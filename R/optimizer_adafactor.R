@@ -23,11 +23,15 @@
 #'
 #' @section R specifics:
 #' * `NULL` becomes Python's `None`. A 1x1 matrix or array counts as its one
-#'   value. What R does not count as a number (`is.numeric()` is `FALSE`), such
-#'   as a `Date`, a time or a `factor`, is refused.
+#'   value. What R does not store as a plain number, such as a `Date`, a
+#'   time, a `factor` or bit64's `integer64`, is refused.
 #' * `ema_overwrite_frequency`, `gradient_accumulation_steps`,
 #'   `min_dim_size_to_factor` and `decay_offset` may be given as doubles
-#'   (`10`); whole numbers reach Python as integers.
+#'   (`10`); whole numbers within R's integer range reach Python as
+#'   integers. They go up to 2147483647: JAX counts steps in 32-bit integers.
+#' * The step computes in float32: every number must be finite there and keep
+#'   to its rule once rounded (`learning_rate = 1e-320` is 0 in float32,
+#'   `beta_1 = 0.99999999` is 1).
 #' * `learning_rate` may be an R function of no arguments. It is called by
 #'   Keras to get the rate; in a compiled training step that happens when the
 #'   step is traced, so the value is then fixed. It must return a single
