@@ -94,7 +94,7 @@
 #' @param name A string, the name of the optimizer and the prefix of its
 #'   variables' names: letters, digits, `_`, `.`, `>`, `-` and backslashes,
 #'   starting with a letter, a digit or `.` (a valid TensorFlow name scope).
-#'   `NULL` takes Keras's default, `"adafactor"`.
+#'   `NULL` takes Keras's default, `"adafactor"` (numbered after the first).
 #' @param ... For forward and backward compatibility: keyword arguments of the
 #'   Python class that have no R argument yet. There are none at present, so
 #'   any argument here is refused with an error.

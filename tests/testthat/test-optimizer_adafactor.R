@@ -354,7 +354,8 @@ test_that("a long invalid value gives a short error", {
 
 test_that("name = NULL takes Keras's default name", {
   skip_if_no_keras()
-  expect_identical(optimizer_adafactor(name = NULL)$name, "adafactor")
+  # Keras numbers the default after the first: adafactor, adafactor_1, ...
+  expect_match(optimizer_adafactor(name = NULL)$name, "^adafactor(_[0-9]+)?$")
 })
 
 test_that("saving a learning-rate function warns in R", {
