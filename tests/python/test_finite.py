@@ -137,6 +137,8 @@ def problems(draw):
 ZERO_ROW = np.full((4, 3), 3e5)
 ZERO_ROW[1] = 0.0
 LONG = np.random.default_rng(5).standard_normal((3000, 3)) * 1e19
+ONE_LARGE_COLUMN = np.full((8, 8), 1e-10)
+ONE_LARGE_COLUMN[:, 0] = 1e12
 
 
 @pytest.mark.parametrize("compiler", COMPILERS)
@@ -150,6 +152,9 @@ LONG = np.random.default_rng(5).standard_normal((3000, 3)) * 1e19
 )
 @example(problem=(np.full((4, 1000), 1e18), [np.ones((4, 1000))], {}))
 @example(problem=(np.ones((3000, 3)), [LONG, LONG * 0.5], {}))
+# One column 1e22 times larger than the rest: their terms of the update's
+# mean square must not fall below float32's normal range.
+@example(problem=(np.ones((8, 8)), [ONE_LARGE_COLUMN * 0.5, ONE_LARGE_COLUMN], {}))
 def test_finite_and_right_wherever_float32_holds_the_oracle(compiler, problem):
     x0, grads, kwargs = problem
     path, largest = oracle.run(x0, grads, **kwargs)
@@ -206,3 +211,14 @@ def test_gradients_beyond_float32_squares_are_kept_in_range_by_clipvalue():
         clipped = [np.clip(g[i], -1.0, 1.0) for g in grads]
         want = oracle.trajectory(x0s[i], clipped, learning_rate=0.1)
         assert max_rel_diff(got[-1][i], want[-1]) <= ORACLE_RTOL
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (5,)], ids=["factored", "full"])
+def test_a_fast_beta_2_decay_keeps_its_share_of_the_new_gradient(shape):
+    # t^-8 falls below float32's resolution of 1 by step 9: 1 - beta_2_t
+    # must not be formed as 1 minus a beta_2_t that rounds to 1.
+    x0s, grads = random_problem([shape], steps=12, seed=6)
+    got = compiled_trajectory(Adafactor(beta_2_decay=-8.0), x0s, grads, COMPILERS[-1])
+    want = oracle.trajectory(x0s[0], [g[0] for g in grads], beta_2_decay=-8.0)
+    assert np.all(np.isfinite(got[0]))
+    assert max_rel_diff(got[0], want[-1]) <= ORACLE_RTOL

@@ -185,3 +185,44 @@ def test_out_of_range_indices_mean_what_they_mean_in_the_dense_gradient(
     assert max_rel_diff(got, want) <= 2e-5
     untouched = np.setdiff1d(np.arange(shape[0]), read)
     np.testing.assert_array_equal(got[untouched], x0[untouched])
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="int64 indices are TensorFlow's")
+@pytest.mark.parametrize("compiler", ["eager", "default"])
+def test_int64_indices_beyond_int32_are_not_wrapped_onto_rows(compiler):
+    import tensorflow as tf
+
+    shape = (6, 4)
+    x0, values = problem(shape, seed=5)
+    indices = tf.constant([0, 2**32 + 1, 2, 2], "int64")  # 2^32 + 1 wraps to 1
+    grads = [[sparse_gradient(v, shape, indices)] for v in values]
+    if compiler == "eager":
+        with pytest.raises(Exception, match="out of range"):
+            compiled_trajectory(Adafactor(), [x0], grads[:1], compiler)
+        return
+    got = compiled_trajectory(Adafactor(learning_rate=0.1), [x0], grads, compiler)[0]
+    np.testing.assert_array_equal(got[[1, 3, 4, 5]], x0[[1, 3, 4, 5]])
+    assert np.all(np.isfinite(got))
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="IndexedSlices are TensorFlow's")
+@pytest.mark.parametrize("option", ["clipnorm", "global_clipnorm", "clipvalue"])
+def test_clipping_a_sparse_gradient_passed_into_a_traced_step(option):
+    # Traced with the gradient as an argument, its dense shape is unknown.
+    import tensorflow as tf
+
+    shape = (6, 4)
+    x0, values = problem(shape, seed=6)
+
+    def run_traced(gradients):
+        variable = keras.Variable(x0)
+        optimizer = Adafactor(learning_rate=0.1, **{option: 0.3})
+        optimizer.build([variable])
+        step = tf.function(lambda g: optimizer.apply([g], [variable]))
+        for g in gradients:
+            step(g)
+        return to_numpy(variable)
+
+    sparse = run_traced([sparse_gradient(v, shape) for v in values])
+    dense = run_traced([tf.constant(dense_gradient(v, shape)) for v in values])
+    assert max_rel_diff(sparse, dense) <= 1e-6

@@ -59,6 +59,8 @@ BAD = [
     ("ema_overwrite_frequency", 2**31, ValueError, r"\(at most 2147483647\)"),
     ("gradient_accumulation_steps", 2**40, ValueError, r"\(at most 2147483647\)"),
     ("min_dim_size_to_factor", 2**31, ValueError, r"\(at most 2147483647\)"),
+    ("decay_offset", 10**400, ValueError, r"\(at most 2147483647\)"),
+    ("min_dim_size_to_factor", 10**400, ValueError, r"\(at most 2147483647\)"),
 ]
 
 
@@ -128,3 +130,8 @@ def test_a_variable_that_is_not_floating_point_is_refused(dtype):
     variables = [variable]
     with pytest.raises(ValueError, match=f"floating-point.*'counts'.* {dtype}"):
         Adafactor().build(variables)
+
+
+def test_a_value_of_the_wrong_type_is_named_with_its_type():
+    with pytest.raises(TypeError, match=r"Received: relative_step=.* of type numpy\."):
+        Adafactor(relative_step=np.bool_(True))

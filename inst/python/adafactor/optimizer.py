@@ -116,26 +116,27 @@ def _sum_duplicates(indices, values, num_rows):
     zeros, and a dropped row becomes a row of zeros at index 0. Shapes stay
     static, so this compiles under XLA and jit.
     """
-    indices = ops.cast(indices, "int32")
+    indices = ops.convert_to_tensor(indices)  # checked before any cast
     if keras.backend.backend() == "jax":
         indices = ops.where(indices < 0, indices + num_rows, indices)
     positions = ops.arange(ops.shape(indices)[0], dtype="int32")
     # The last position of each index stands for all of its occurrences.
     last = ops.segment_max(positions, indices, num_segments=num_rows)
     valid = ops.logical_and(indices >= 0, indices < num_rows)
-    indices = ops.where(valid, indices, 0)
+    indices = ops.cast(ops.where(valid, indices, 0), "int32")
     owner = ops.where(valid, ops.take(last, indices), positions)
     kept = ops.reshape(valid, (-1,) + (1,) * (len(values.shape) - 1))
     values = ops.where(kept, values, ops.zeros((), values.dtype))
     return indices, ops.segment_sum(values, owner, num_segments=ops.shape(owner)[0])
 
 
-def _coalesced(gradient):
-    """A row-sparse gradient with its duplicate indices summed."""
+def _coalesced(gradient, shape):
+    """A row-sparse gradient of a variable of `shape` with its duplicate
+    indices summed (the gradient's own shape may not be known when traced)."""
     rows = _row_sparse(gradient)
     if rows is None:
         return gradient
-    shape = tuple(gradient.shape)
+    shape = tuple(shape)
     indices, values = _sum_duplicates(*rows, num_rows=shape[0])
     return _like(gradient, indices, values, shape)
 
@@ -297,11 +298,16 @@ def _block_square_sums(x, dtype, scale, r, weights):
 
 
 def _weight_scale(epsilon_1):
-    """A power of two w such that w / r is a finite float32 for every
-    statistic r >= epsilon_1, and a normal one up to the largest r that
-    allows: near the geometric middle of float32's range over that of r."""
-    middle = _FLOAT32_MAX * math.sqrt(_TINY * epsilon_1)
-    return 2.0 ** math.floor(math.log2(middle))
+    """The weight w of the update's mean square, a power of two: w / r is
+    kept finite (at most a quarter of float32's largest) for every statistic
+    r >= epsilon_1, and as large as that allows, so that the terms
+    w g^2 / r of small gradients stay above float32's normal range; unless
+    w / r would then fall below it for the largest r, where w is the
+    geometric middle of what the two ends allow."""
+    highest = _FLOAT32_MAX * epsilon_1 / 4
+    lowest = _FLOAT32_MAX * _TINY  # w / float32's largest is normal
+    w = highest if highest >= lowest else math.sqrt(highest * lowest)
+    return 2.0 ** math.floor(math.log2(w))
 
 
 def _mean(x, axis=None, count=None):
@@ -382,7 +388,12 @@ def _is_real(value):
 
 
 def _is_whole(value):
-    return _is_real(value) and float(value).is_integer()
+    if isinstance(value, numbers.Integral):
+        return not isinstance(value, bool)
+    try:
+        return _is_real(value) and float(value).is_integer()
+    except OverflowError:  # a Fraction beyond any float
+        return False
 
 
 def _is_flag(value):
@@ -492,10 +503,17 @@ def _validate(args):
             continue
         allowed += (" or None" if none_ok else "") + note
         if not kind(value) or not ok(value):
+            shown = f"{name}={_shown(value)}"
+            if not kind(value):  # a TypeError: say of what type
+                shown += f" of type {_type_name(value)}"
             error = ValueError if kind(value) else TypeError
-            raise error(
-                f"Argument `{name}` must be {allowed}. Received: {name}={_shown(value)}"
-            )
+            raise error(f"Argument `{name}` must be {allowed}. Received: {shown}")
+
+
+def _type_name(value):
+    kind = type(value)
+    module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
+    return module + kind.__qualname__
 
 
 def _shown(value, width=60):
@@ -746,18 +764,19 @@ class Adafactor(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         """As Keras's, but a sparse gradient is made dense first where an
-        option of Keras's base optimizer cannot take it sparse."""
+        option of Keras's base optimizer cannot take it sparse, and has its
+        duplicate indices summed first where Keras clips: the gradient is
+        clipped, not its slices."""
+        grads = list(grads)
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
         options = _KERAS_NEEDS_DENSE.get(keras.backend.backend(), ())
         if any(getattr(self, option) for option in options):
             grads = [g if _row_sparse(g) is None else _dense(g) for g in grads]
+        elif self.clipnorm or self.global_clipnorm or self.clipvalue:
+            variables = trainable_variables or self._trainable_variables
+            grads = [_coalesced(g, v.shape) for g, v in zip(grads, variables)]
         return super().apply(grads, trainable_variables)
-
-    def _clip_gradients(self, grads):
-        """Clip the gradient, not its slices: Keras clips a row-sparse
-        gradient before its duplicate indices are summed."""
-        if self.clipnorm or self.global_clipnorm or self.clipvalue:
-            grads = [_coalesced(g) for g in grads]
-        return super()._clip_gradients(grads)
 
     def _sparse_rows(self, gradient, variable, momentum):
         """(indices, values) when the update can be written row-sparse.
@@ -802,12 +821,14 @@ class Adafactor(keras.optimizers.Optimizer):
         g = ops.cast(g, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         decay_step = ops.maximum(step - float(self.decay_offset), 1.0)
-        beta = 1.0 - ops.power(decay_step, self.beta_2_decay)
+        # 1 - beta_2_t, formed as itself: as 1 - beta it would round to 0.
+        new_share = ops.power(decay_step, self.beta_2_decay)
+        beta = 1.0 - new_share
 
         def decayed(stat, term):
-            # beta stat + (1 - beta) (g^2 + epsilon_1), with the new term
-            # (1 - beta) g^2 given, formed without overflow.
-            new = beta * stat + (term + (1.0 - beta) * self.epsilon_1)
+            # beta stat + (1 - beta) (g^2 + epsilon_1), where `term` is
+            # (1 - beta) g^2, formed without overflow.
+            new = beta * stat + (term + new_share * self.epsilon_1)
             # >= epsilon_1 exactly; rounding and flush-to-zero could go below.
             return ops.maximum(new, self.epsilon_1)
 
@@ -818,26 +839,28 @@ class Adafactor(keras.optimizers.Optimizer):
 
         size = math.prod(shape)
         if v is None:
-            # The new terms of r and c, (1 - beta) times the mean of g^2 over
-            # columns and over rows, from the squares of root * g, with
-            # root^2 = (1 - beta) / max(rows, cols): no square or sum of
-            # them leaves float32's range unless the statistic does.
+            # Means of g^2 over columns and over rows, from the squares of
+            # g / sqrt(max(rows, cols)): no square or sum of them leaves
+            # float32's range unless the mean does.
             rows, cols = shape[-2:]
             longest = max(rows, cols)
-            root = ops.sqrt((1.0 - beta) / longest)
             weight = _weight_scale(self.epsilon_1)
+
+            def new_term(sums, length):
+                return new_share * sums * (longest / length)
+
             # c and the mean of r have axis 0 of the variable from rank 3 on.
             sliced = len(shape) > 2
             row_sums, col_sums, weighted = _square_sums(
                 g,
                 dtype,
-                root,
+                1.0 / math.sqrt(longest),
                 _rows(ops.convert_to_tensor(r), indices),
-                lambda old, sums: weight / decayed(old, sums * (longest / cols)),
+                lambda old, sums: weight / decayed(old, new_term(sums, cols)),
             )
-            row_terms = _spread(row_sums * (longest / cols), indices, r.shape)
+            row_terms = _spread(new_term(row_sums, cols), indices, r.shape)
             # Column means over all rows, touched or not.
-            col_terms = col_sums * (longest / rows)
+            col_terms = new_term(col_sums, rows)
             if sliced:
                 col_terms = _spread(col_terms, indices, c.shape)
             new_r, new_c = ema(r, row_terms), ema(c, col_terms)
@@ -848,15 +871,13 @@ class Adafactor(keras.optimizers.Optimizer):
             row = ops.rsqrt(_rows(new_r, indices)) * root_mean_r
             col = ops.rsqrt(new_c)
             # mean u_ij^2 = mean_ij g_ij^2 mean(r) / (r_i c_j): `weighted`
-            # holds sum_i weight root^2 g_ij^2 / r_i; each
-            # factor stays in range, and so does each column's term.
+            # holds sum_i weight g_ij^2 / (max(rows, cols) r_i); each factor
+            # stays in range, and so does each column's term.
             factor = col * root_mean_r
             terms = weighted * factor * factor
-            mean_u2 = _mean(terms, count=size // rows) * (
-                longest / (rows * weight * (1.0 - beta))
-            )
+            mean_u2 = _mean(terms, count=size // rows) * (longest / (rows * weight))
         else:
-            square = ops.square(g * ops.sqrt(1.0 - beta))
+            square = ops.square(g * ops.sqrt(new_share))
             new_v = ema(v, _spread(square, indices, v.shape))
             u = g * ops.rsqrt(_rows(new_v, indices))
             mean_u2 = ops.sum(ops.square(u)) / size
