@@ -805,7 +805,9 @@ class Adafactor(keras.optimizers.Optimizer):
         rsqrt(r) * sqrt(mean(r)) rather than rsqrt(r / mean(r)), whose
         quotient is a subnormal that flush-to-zero backends (TensorFlow and
         XLA on CPU, GPUs) turn into 0, and a zero gradient meets only finite
-        factors.
+        factors. No sum of squares is formed where it could overflow while
+        the mean it stands for is in range: the statistics, the update's RMS
+        and the weights' RMS are made from means and scaled squares.
         """
         shape = tuple(variable.shape)
         if 0 in shape:
@@ -813,11 +815,11 @@ class Adafactor(keras.optimizers.Optimizer):
         index = self._get_variable_index(variable)
         r, c, v, m = self._r[index], self._c[index], self._v[index], self._m[index]
         dtype = _state_dtype(variable.dtype)
-        rows = self._sparse_rows(gradient, variable, m)
-        if rows is None:
+        sparse = self._sparse_rows(gradient, variable, m)
+        if sparse is None:
             indices, g = None, _dense(gradient)
         else:
-            indices, g = _sum_duplicates(*rows, num_rows=shape[0])
+            indices, g = _sum_duplicates(*sparse, num_rows=shape[0])
         g = ops.cast(g, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         decay_step = ops.maximum(step - float(self.decay_offset), 1.0)
