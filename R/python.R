@@ -1,9 +1,30 @@
-#' @keywords internal
-"_PACKAGE"
+# The Python side: which Python runs, the module `adafactor` from
+# inst/python, and Python's warnings and errors as R conditions.
 
-# The Python module `adafactor` from inst/python. It is a delay-loaded proxy:
-# Python starts, and keras is imported, at the first call that needs it.
+# The Python module, set by .onLoad() to python_module().
 adafactor_py <- NULL
+
+# Prefer the environment install_adafactor() makes, unless the user chose.
+prefer_installed_python <- function() {
+  user_chose <- Sys.getenv("RETICULATE_PYTHON") != "" ||
+    reticulate::py_available(initialize = FALSE)
+  if (!user_chose && reticulate::virtualenv_exists(default_envname)) {
+    reticulate::use_virtualenv(default_envname, required = FALSE)
+  }
+}
+
+# A delay-loaded proxy: Python starts, and keras is imported, at the first
+# call that needs it.
+python_module <- function(pkgname) {
+  reticulate::import_from_path(
+    "adafactor",
+    path = system.file("python", package = pkgname),
+    delay_load = list(
+      on_load = function() use_r_warnings(),
+      on_error = function(e) stop_python_missing(e)
+    )
+  )
+}
 
 # The Python module's warnings go through R's warning(), so that R code can
 # catch and silence them: the module warns by calling its function `warn`.
@@ -68,11 +89,8 @@ adafactor_python <- function() {
   adafactor_py
 }
 
-stop_python_missing <- function(e) {
-  python <- tryCatch(
-    reticulate::py_config()$python,
-    error = function(err) "(none found)"
-  )
+# `python`: the Python reticulate used or tried, named in the message.
+stop_python_missing <- function(e, python = python_used()) {
   stop(errorCondition(
     paste0(
       "optimizer_adafactor() needs Python (>= ", floors[["python"]],
@@ -90,6 +108,24 @@ stop_python_missing <- function(e) {
     ),
     class = "adafactor_python_error", call = NULL
   ))
+}
+
+python_used <- function() {
+  tryCatch(reticulate::py_config()$python, error = function(err) "(none found)")
+}
+
+# A ValueError or TypeError of the Python constructor, or of Keras's base
+# class, as an R condition with Python's message alone. The message is read
+# from the Python exception itself: reticulate 1.28 fails to format some.
+pass_on_python_errors <- function(expr) {
+  reticulate::py_last_error(NULL)
+  tryCatch(expr, error = function(e) {
+    python <- reticulate::py_last_error()
+    if (is.null(python) || !python$type %in% c("ValueError", "TypeError")) {
+      stop(e)
+    }
+    argument_error(python$value)
+  })
 }
 
 #' Is the Python side of adafactor ready?

@@ -45,6 +45,11 @@ paragraph <- function(..., width = 79) {
   paste0(paste(strwrap(paste(...), width = width), collapse = "\n"), "\n")
 }
 
+# Prints sentences, each as a paragraph.
+say <- function(...) {
+  cat(paste0(vapply(c(...), paragraph, ""), collapse = ""))
+}
+
 # Epochs not trained are NA; an epoch trained may have a NaN loss.
 trained <- function(x) !is.na(x) | is.nan(x)
 

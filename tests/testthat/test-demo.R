@@ -1,5 +1,6 @@
 # The demo's sentences follow the numbers they are given: demo/report.R fed
-# made-up results, without Python or training.
+# made-up results, without Python or training. demo/contenders.R names the
+# optimizers compared.
 
 demo_file <- function(name) {
   path <- testthat::test_path("..", "..", "demo", name)
@@ -7,9 +8,9 @@ demo_file <- function(name) {
   path
 }
 
-demo_env <- function() {
+demo_env <- function(name = "report.R") {
   env <- new.env(parent = globalenv())
-  sys.source(demo_file("report.R"), envir = env)
+  sys.source(demo_file(name), envir = env)
   env
 }
 
@@ -169,4 +170,28 @@ test_that("the plot draws made-up results", {
     coincide = c("ours", "keras Adafactor")
   )
   expect_gt(file.size(file), 0)
+})
+
+test_that("the contenders are named by what each part gives them", {
+  env <- demo_env("contenders.R")
+  expect_identical(
+    env$names_in(training = FALSE),
+    c(
+      ours = "adafactor", momentum = "adafactor, beta_1 0.9",
+      keras_adafactor = "keras Adafactor", adam = "keras Adam"
+    )
+  )
+  expect_identical(
+    unname(env$names_in(training = TRUE)),
+    c(
+      "adafactor, lr 0.01", "adafactor, lr 0.01, beta_1 0.9",
+      "keras Adafactor, lr 0.01", "keras Adam"
+    )
+  )
+  expect_identical(names(env$makers(training = TRUE)), unname(env$names_in(TRUE)))
+  expect_identical(
+    env$options_in(env$contenders$momentum, training = TRUE),
+    list(learning_rate = 0.01, beta_1 = 0.9)
+  )
+  expect_identical(env$options_in(env$contenders$adam, training = TRUE), list())
 })

@@ -1,6 +1,7 @@
 # install_adafactor() is checked without a network: the reticulate calls it
-# makes are replaced by recorders.
-record_install <- function(exists, ...) {
+# makes are replaced by recorders. Its message is shown only when `quiet` is
+# FALSE.
+record_install <- function(exists, ..., quiet = TRUE) {
   calls <- list()
   recorder <- function(name) {
     function(...) calls[[length(calls) + 1L]] <<- list(name, list(...))
@@ -14,7 +15,8 @@ record_install <- function(exists, ...) {
   saved <- mget(names(fake), ns)
   on.exit(for (n in names(saved)) utils::assignInNamespace(n, saved[[n]], ns))
   for (n in names(fake)) utils::assignInNamespace(n, fake[[n]], ns)
-  result <- suppressMessages(install_adafactor(...))
+  shown <- if (quiet) suppressMessages else identity
+  result <- shown(install_adafactor(...))
   list(calls = calls, result = result)
 }
 
@@ -65,4 +67,12 @@ test_that("an unknown backend is refused", {
                "`backend` must be one or more of .*not \"mxnet\"",
                class = "adafactor_argument_error")
   expect_snapshot(error = TRUE, install_adafactor(backend = c("jax", NA)))
+})
+
+test_that("the message says what was installed", {
+  # The numpy pin depends on reticulate's version (tested above), not shown.
+  expect_snapshot(
+    invisible(record_install(exists = FALSE, backend = "torch", quiet = FALSE)),
+    transform = function(lines) sub("numpy<2, ", "", lines, fixed = TRUE)
+  )
 })

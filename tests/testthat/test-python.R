@@ -42,6 +42,11 @@ test_that("without keras the first call says what to install", {
   expect_false(result$available)
 })
 
+test_that("the error without keras reads well", {
+  error <- simpleError("No module named 'keras'")
+  expect_snapshot(error = TRUE, stop_python_missing(error, python = "/usr/bin/python3"))
+})
+
 test_that("the class is registered when keras is imported", {
   registered <- NULL
   register <- function(module, hook) registered <<- list(module, hook)
@@ -146,4 +151,59 @@ test_that("the module's warnings become R warnings", {
   withr::local_options(warn = 2)
   expect_error(module$save(), "saved instead")
   expect_length(module$saved, 5L)
+})
+
+test_that("Python's refusals arrive as R conditions with Python's message", {
+  skip_if_no_keras()
+  cases <- list(
+    list(epsilon_1 = -1), list(beta_1 = 1), list(decay_offset = 1.5),
+    list(name = "my adafactor"), list(epsilon_2 = NULL),
+    list(learning_rate = Inf), list(momentum_dtype = "int8")
+  )
+  for (args in cases) {
+    python <- tryCatch(
+      do.call(adafactor_py$Adafactor, args),
+      error = conditionMessage
+    )
+    error <- tryCatch(do.call(optimizer_adafactor, args), error = identity)
+    expect_s3_class(error, "adafactor_argument_error")
+    expect_match(conditionMessage(error), "^Argument `.*` must be .*Received: ")
+    expect_true(grepl(conditionMessage(error), python, fixed = TRUE))
+    expect_false(grepl("Traceback|py_last_error", conditionMessage(error)))
+  }
+  expect_snapshot(error = TRUE, optimizer_adafactor(epsilon_1 = -1))
+})
+
+test_that("Keras's own refusals arrive as argument errors too", {
+  skip_if_no_keras()
+  error <- tryCatch(
+    optimizer_adafactor(clipnorm = 1, global_clipnorm = 1),
+    error = identity
+  )
+  expect_s3_class(error, "adafactor_argument_error")
+  expect_match(conditionMessage(error), "^Only one of `clipnorm`")
+  expect_false(grepl("Error|Traceback|py_last_error|\n", conditionMessage(error)))
+  expect_snapshot(error = TRUE, optimizer_adafactor(clipnorm = 1, global_clipnorm = 1))
+})
+
+test_that("a long invalid value gives a short error", {
+  skip_if_no_keras()
+  error <- tryCatch(
+    optimizer_adafactor(name = paste0(strrep("a", 1000), " ")),
+    error = identity
+  )
+  expect_s3_class(error, "adafactor_argument_error")
+  expect_match(conditionMessage(error), "^Argument `name` must be")
+  expect_match(conditionMessage(error), "...", fixed = TRUE)
+  expect_lt(nchar(conditionMessage(error)), 500)
+})
+
+test_that("saving a learning-rate function warns in R", {
+  skip_if_no_keras()
+  keras <- keras_py()
+  model <- keras$Sequential(list(keras$Input(list(3L)), keras$layers$Dense(2L)))
+  model$compile(optimizer = optimizer_adafactor(learning_rate = function() 0.02))
+  model$optimizer$build(model$trainable_variables)
+  path <- tempfile(fileext = ".keras")
+  expect_snapshot(model$save(path))
 })
