@@ -1,0 +1,367 @@
+"""The step's reductions and writes, exact in float32 and fast on each backend.
+
+The one module that names a backend: what Keras's ops leave slow, inexact or
+memory-hungry somewhere is done here, each trick with the measurement that
+justifies it (bench/, sections b, d and f), and so are the backends' forms
+of a sparse gradient.
+"""
+
+import math
+from typing import NamedTuple
+
+import keras
+import numpy as np
+from keras import ops
+
+FLOAT32_MAX = float(np.finfo("float32").max)
+# The least normal float32: TensorFlow, XLA and GPUs flush smaller numbers
+# to zero.
+TINY = 2.0**-126
+
+# A matrix larger than this many elements (2 MB of float32) is reduced in
+# blocks of rows. Compiled, XLA on CPU would otherwise keep g^2 as a
+# parameter-sized temporary (it does not fuse a square into a matrix
+# product) and reduce it slowly; torch, running eagerly, would allocate it.
+# A block stays in cache: bench/, sections b, d and f.
+BLOCK = 1 << 19
+
+
+# ------------------------------------------------------------ reductions
+
+
+def matmul(a, b):
+    """a @ b in full float32 precision (see row_sums)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.numpy.matmul(a, b, precision="highest")
+    return ops.matmul(a, b)
+
+
+def row_sums(matrix):
+    """Sums over the last axis.
+
+    XLA on CPU sums a row far faster as a matrix-vector product than as a
+    reduction (2-11x, measured with JAX). A matrix product keeps float32's
+    precision only where it is asked to: GPUs run it in TF32 by default, TPUs in
+    bfloat16 passes, either of which keeps about three significant digits
+    of the statistics. So JAX is asked for its highest precision, and
+    TensorFlow, which has no such switch per product, takes the product
+    only where it runs on CPUs alone. torch reduces: its reductions are
+    faster than its matrix-vector products, and exact.
+    """
+    if not _matvec_is_exact():
+        return ops.sum(matrix, axis=-1)
+    ones = ops.ones(matrix.shape[-1:] + (1,), matrix.dtype)
+    return ops.squeeze(matmul(matrix, ones), -1)
+
+
+def column_sums(matrix, weights):
+    """Sums over the second-to-last axis, plain and weighted by `weights`
+    (one per row). Where row_sums takes a product, this is one product of
+    the stacked vectors (ones, weights) with the matrix: 1.4x faster than
+    two reductions, with JAX on a CPU."""
+    if not _matvec_is_exact():
+        weighted = matrix * ops.expand_dims(weights, -1)
+        return ops.sum(matrix, axis=-2), ops.sum(weighted, axis=-2)
+    both = ops.stack([ops.ones_like(weights), weights], axis=-2)
+    sums = matmul(both, matrix)
+    return sums[..., 0, :], sums[..., 1, :]
+
+
+def _matvec_is_exact():
+    """Whether row_sums may use a matrix product (see there)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = tf.config.list_logical_devices()
+        return all(d.device_type == "CPU" for d in devices)
+    return False
+
+
+def rows_per_block(shape):
+    """Rows in a block of a matrix of this shape, or None for one block
+    (also when the shape is not known when the step is traced: the values
+    of a sparse gradient, whose rows are the touched ones)."""
+    if len(shape) != 2 or None in shape or math.prod(shape) <= BLOCK:
+        return None
+    return max(1, BLOCK // shape[1])
+
+
+def _by_blocks(reduce, x, dtype, r=None, columns=0):
+    """reduce(rows of x, the same rows of r) over blocks of rows of x, in one
+    pass: its first result (one value per row, in `dtype`) written into
+    place, the `columns` others (one per column) summed."""
+    size = rows_per_block(tuple(x.shape))
+    if size is None:
+        return reduce(x, r)
+    n, m = x.shape
+
+    def add(start, stop, sums):
+        # Rows start:stop, or in the loop `size` rows from a traced start.
+        def block(t):
+            if t is None or stop is not None:
+                return t if t is None else t[start:stop]
+            rest = tuple(t.shape[1:])
+            return ops.slice(t, (start,) + (0,) * len(rest), (size,) + rest)
+
+        new = reduce(block(x), block(r))
+        row_part = ops.slice_update(sums[0], (start,), new[0])
+        return (row_part,) + tuple(a + b for a, b in zip(sums[1:], new[1:]))
+
+    sums = (ops.zeros((n,), dtype),) + (ops.zeros((m,), dtype),) * columns
+    sums = _fori_loop(0, n // size, lambda i, s: add(i * size, None, s), sums)
+    done = n // size * size
+    return add(done, n, sums) if done < n else sums
+
+
+def _fori_loop(lower, upper, body, state):
+    """ops.fori_loop, one iteration at a time on TensorFlow.
+
+    TensorFlow's graph executor (without XLA) runs up to 10 iterations of a
+    loop at once, each with its own block-sized temporaries, which its
+    allocator then keeps: about 20 MB more resident memory with blocks of
+    2 MB (bench/, section d), for no speed. The blocks' sums depend on each
+    other anyway.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return ops.fori_loop(lower, upper, body, state)
+    import tensorflow as tf
+
+    return tf.while_loop(
+        lambda i, _: i < upper,
+        lambda i, s: (i + 1, body(i, s)),
+        (lower, state),
+        parallel_iterations=1,
+    )[1]
+
+
+def _squares(x, dtype, scale):
+    """(scale * x)^2 in `dtype`. Scaling before squaring keeps every square
+    and sum inside float32's range wherever the mean it stands for is: with
+    scale^2 = 1 / N, the sum of N squares is their mean."""
+    return ops.square(ops.cast(x, dtype) * scale)
+
+
+def block_square_sums(x, dtype, scale):
+    """The squares of scale * x in `dtype` (a matrix), and their row sums."""
+    squares = _squares(x, dtype, scale)
+    return squares, row_sums(squares)
+
+
+class Moments(NamedTuple):
+    """What one pass over G_t gives the factored step (see factored_moments)."""
+
+    r: object  # R_t at the gradient's rows
+    c_term: object  # (1 - beta_2_t) times the column means of G_t^2
+    u_squares: object  # column sums of G_t^2 / R_t, over `unit`
+    unit: float  # max(rows, cols) / (rows w), w a power of two
+
+    def mean_square(self, col):
+        """mean(U_t^2) where U_t = G_t * rsqrt(R_t)[:, None] * col[None, :]
+        (col holds rsqrt(C_t) sqrt(mean(R_t)); each factor, and each
+        column's term, stays in float32's range)."""
+        terms = self.u_squares * col * col
+        return mean(terms, count=math.prod(terms.shape)) * self.unit
+
+
+def factored_moments(g, r, decay, shape):
+    """The new row and column statistics of Section 3 and what mean(U_t^2)
+    is made of (Section 5), in one pass over the gradient, block by block.
+
+    g holds the gradient's rows of a variable of `shape` (its rows, or the
+    touched rows of a row-sparse gradient), r the old R at those rows, and
+    `decay` the step's beta_2_t and epsilon_1. The squares are of
+    g / sqrt(max(rows, cols)), so that no square or sum of them leaves
+    float32's range unless the mean it stands for does; the mean square of
+    the update is gathered as column sums of w g^2 / r, where the weight w
+    is a power of two as large as epsilon_1 allows (see _weight_scale).
+    """
+    rows, cols = shape[-2:]
+    longest = max(rows, cols)
+    weight = _weight_scale(decay.epsilon_1)
+
+    def reduce(g, r):
+        squares, sums = block_square_sums(g, g.dtype, 1.0 / math.sqrt(longest))
+        new_r = decay(r, decay.share * sums * (longest / cols))
+        return (new_r,) + column_sums(squares, weight / new_r)
+
+    # A variable is read once, before the loop over its blocks: under JAX's
+    # stateless scope a read inside the loop would see the value outside
+    # the scope.
+    r = ops.convert_to_tensor(r)
+    new_r, col_sums, weighted = _by_blocks(reduce, g, g.dtype, r, columns=2)
+    c_term = decay.share * col_sums * (longest / rows)
+    return Moments(new_r, c_term, weighted, longest / (rows * weight))
+
+
+def _weight_scale(epsilon_1):
+    """The weight w of the update's mean square, a power of two: w / r is
+    kept finite (at most a quarter of float32's largest) for every statistic
+    r >= epsilon_1, and as large as that allows, so that the terms
+    w g^2 / r of small gradients stay above float32's normal range; unless
+    w / r would then fall below it for the largest r, where w is the
+    geometric middle of what the two ends allow."""
+    highest = FLOAT32_MAX * epsilon_1 / 4
+    lowest = FLOAT32_MAX * TINY  # w / float32's largest is normal
+    w = highest if highest >= lowest else math.sqrt(highest * lowest)
+    return 2.0 ** math.floor(math.log2(w))
+
+
+def mean(x, axis=None, count=None):
+    """The mean of x >= 0 over `axis` (kept), or over all of x as if it had
+    `count` elements, formed as max(x) * mean(x / max(x)): a plain sum of
+    x overflows where the mean is still in range."""
+    top = ops.maximum(ops.max(x, axis=axis, keepdims=True), TINY)
+    if count is None:
+        return top * ops.mean(x / top, axis=axis, keepdims=True)
+    return ops.reshape(top, ()) * (ops.sum(x / top) / count)
+
+
+def root_mean_square(x, dtype):
+    """RMS(x), computed in `dtype` from the squares of x / sqrt(size)."""
+    # Read a variable once, before the loop over its blocks (see
+    # factored_moments; TensorFlow would also read it at every block, a
+    # whole copy each time once it has been written sparsely). It is read
+    # as a constant: on torch, whose step is not run under no_grad, autograd
+    # would otherwise record every block (7x slower).
+    x = ops.stop_gradient(ops.convert_to_tensor(x))
+    scale = 1.0 / math.sqrt(math.prod(x.shape))
+    if len(x.shape) < 2:
+        return ops.sqrt(ops.sum(_squares(x, dtype, scale)))
+    sums = _by_blocks(lambda x, _: block_square_sums(x, dtype, scale)[1:], x, dtype)
+    return ops.sqrt(ops.sum(sums[0]))
+
+
+# ---------------------------------------------------------------- writes
+
+
+class Product(NamedTuple):
+    """The factored update, g * row[..., :, None] * col[..., None, :], kept
+    as its factors until it is written."""
+
+    g: object
+    row: object
+    col: object
+
+    def times(self, scale):
+        return _product(self.g, self.row, self.col * scale)
+
+    def subtract_in_place(self, variable, scale):
+        """variable -= self.times(scale), block by block and in place, on
+        torch for a matrix of more than one block; returns whether it did.
+
+        torch runs eagerly: `assign_sub` would allocate the update and the
+        new value, each the size of the variable. TensorFlow and JAX compile
+        the same expression into one in-place loop.
+        """
+        shape = tuple(variable.shape)
+        whole = tuple(self.g.shape) == shape  # not a sparse gradient's rows
+        if keras.backend.backend() != "torch" or not whole:
+            return False
+        if rows_per_block(shape) is None:
+            return False
+        subtract_in_place(variable, self.g, self.row, self.col * scale)
+        return True
+
+
+class Elementwise(NamedTuple):
+    """An update held whole (the unfactored U_t)."""
+
+    u: object
+
+    def times(self, scale):
+        return self.u * scale
+
+    def subtract_in_place(self, variable, scale):
+        return False
+
+
+def _product(g, row, col):
+    """g * row[..., :, None] * col[..., None, :], with no temporary beyond
+    the result.
+
+    TensorFlow's graph optimizer reorders a chain of products so that the
+    broadcast factors meet first, which builds their outer product, a second
+    tensor the size of g. The second product is TensorFlow's MulNoNan there,
+    which it leaves alone (and which gives 0, not NaN, where col is 0).
+    """
+    scaled = g * ops.expand_dims(row, -1)
+    col = ops.expand_dims(col, -2)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.math.multiply_no_nan(scaled, col)
+    return scaled * col
+
+
+def subtract_in_place(variable, g, row, col):
+    """variable -= g * row[:, None] * col[None, :], block by block, in place
+    (torch; see Product.subtract_in_place)."""
+    import torch
+
+    x = variable.value
+    size = rows_per_block(tuple(x.shape))
+    with torch.no_grad():
+        for start in range(0, x.shape[0], size):
+            rows = slice(start, start + size)
+            x[rows] -= _product(g[rows], row[rows], col).to(x.dtype)
+
+
+def stochastic_round(x, seed):
+    """float32 to bfloat16, rounding up with probability equal to the part
+    of x that bfloat16 cannot hold, so that the rounding is unbiased.
+
+    bfloat16 is the upper half of a float32: uniform noise added to the
+    lower 16 bits, then cut off, rounds stochastically.
+    """
+    bits = ops.view(x, "int32")
+    noise = keras.random.randint(ops.shape(x), 0, 1 << 16, dtype="int32", seed=seed)
+    bits = ops.bitwise_and(bits + noise, -(1 << 16))
+    return ops.cast(ops.view(bits, "float32"), "bfloat16")
+
+
+# ------------------------------------------------------ sparse gradients
+
+# Options of keras.optimizers.Optimizer that fail on a sparse gradient (Keras
+# 3.15): TensorFlow divides an IndexedSlices by the loss scale with `/`; JAX's
+# accumulation and clipping cannot hold a BCOO.
+_KERAS_NEEDS_DENSE = {
+    "tensorflow": ("loss_scale_factor",),
+    "jax": ("gradient_accumulation_steps", "clipnorm", "global_clipnorm", "clipvalue"),
+}
+
+
+def options_needing_dense():
+    """The base optimizer's options that this backend applies only to a
+    dense gradient."""
+    return _KERAS_NEEDS_DENSE.get(keras.backend.backend(), ())
+
+
+def dense(gradient):
+    """A gradient as a dense tensor, as its backend makes one of a sparse
+    gradient (duplicate indices add up; on bad ones, see
+    _sparse.sum_duplicates)."""
+    if type(gradient).__name__ == "IndexedSlices":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(gradient)
+    return ops.convert_to_tensor(gradient, sparse=False)
+
+
+def sparse_like(gradient, indices, values, shape):
+    """Rows `values` at `indices`, as the same kind of sparse tensor."""
+    if type(gradient).__name__ == "IndexedSlices":
+        import tensorflow as tf
+
+        return tf.IndexedSlices(values, indices, tf.constant(shape, "int64"))
+    return type(gradient)((values, ops.expand_dims(indices, -1)), shape=shape)
+
+
+def negative_indices_count_from_end():
+    """Whether the backend's dense form of a sparse gradient counts a
+    negative index from the end, as NumPy does (JAX), or drops it."""
+    return keras.backend.backend() == "jax"

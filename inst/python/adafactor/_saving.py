@@ -1,0 +1,45 @@
+"""What an optimizer saves and loads: its config and its state."""
+
+import warnings
+
+import keras
+
+
+def restorable(learning_rate):
+    """Whether Keras can deserialize what it saves for this learning rate."""
+    schedules = keras.optimizers.schedules.LearningRateSchedule
+    if not callable(learning_rate) or isinstance(learning_rate, schedules):
+        return True
+    saving = keras.saving
+    try:
+        with warnings.catch_warnings():  # Keras's advice on saving lambdas
+            warnings.simplefilter("ignore")
+            saved = saving.serialize_keras_object(learning_rate)
+            return callable(saving.deserialize_keras_object(saved))
+    except Exception:  # what load_model would raise
+        return False
+
+
+def pairing(variables, saved, learning_rate):
+    """An optimizer's variables and the saved values to load into them: all,
+    or all but a learning rate (a scalar, after `iterations`) where only one
+    side has a learning-rate variable; None if the counts allow neither."""
+    has_rate = isinstance(learning_rate, keras.Variable)
+    if len(variables) == len(saved):
+        return variables, saved
+    if has_rate and len(variables) == len(saved) + 1:
+        return [v for v in variables if v is not learning_rate], saved
+    if not has_rate and len(saved) == len(variables) + 1 and saved[1].shape == ():
+        return variables, saved[:1] + saved[2:]
+    return None
+
+
+def holds(variable, value):
+    """Whether a saved value can be what `variable` holds: the same shape, and
+    numbers of the same kind (floating point, or not)."""
+
+    def floating(dtype):
+        return "float" in keras.backend.standardize_dtype(dtype)
+
+    same_kind = floating(variable.dtype) == floating(value.dtype)
+    return tuple(value.shape) == tuple(variable.shape) and same_kind
