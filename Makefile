@@ -76,9 +76,10 @@ docs: | $(STAMPS)/apt
 demo: setup
 	$(R) demo/adafactor.R demo-output
 
-# Not a test: writes bench/results.md, bench/results.json and bench/bench.png.
+# Not a test: writes bench/results.md, bench/results.json and bench/bench.png
+# (python -m bench --quick --out DIR: small sizes, elsewhere).
 bench: setup
-	$(PY) bench/bench.py
+	$(PY) -m bench
 
 # The site builds offline. pkgdown.internet = FALSE stops pkgdown's own CRAN
 # look-ups, but not downlit's: to link library(keras3) (a package not
@@ -105,36 +106,37 @@ site-check: site
 	  docs/articles/getting-started.html
 
 lint: setup
-	$(PY) -m ruff check inst/python tests/python bench
-	$(PY) -m ruff format --check inst/python tests/python bench
+	$(PY) -m ruff check inst/python tests/python bench tools
+	$(PY) -m ruff format --check inst/python tests/python bench tools
 	$(R) -e 'lints <- lintr::lint_package(); print(lints); quit(status = length(lints) > 0)'
 
-# The whole suite on tensorflow; the backend-neutral part again on torch (the
-# distributed tests start their own backends). On jax the whole suite runs
-# with the newest jax (test-current), Keras's own test files included; the
-# jax that fits the R package's numpy runs the update rule's files.
-ONCE := --ignore=tests/python/test_r_package.py \
-	--ignore=tests/python/test_distributed.py \
-	--ignore=tests/python/test_machine_requirements.py
-UPDATE_RULE := $(addprefix tests/python/test_,numerics.py finite.py sparse.py \
-	compiled.py)
+# Where a test runs is its mark (pyproject.toml lists them). The whole suite
+# runs on tensorflow; on torch all but what runs once (the distributed tests
+# start their own backends; the machine's pins are the machine's); on the jax
+# that fits the R package's numpy, the update rule's files and the R
+# package's. With the newest jax (test-current) the whole suite runs on jax,
+# Keras's own test files included.
+PER_BACKEND := not distributed and not machine
 test-python: setup
 	$(PY) -m coverage erase
 	KERAS_BACKEND=tensorflow $(PY) -m coverage run -p -m pytest tests/python -q
-	KERAS_BACKEND=jax $(PY) -m coverage run -p -m pytest $(UPDATE_RULE) -q
-	KERAS_BACKEND=torch $(PY) -m coverage run -p -m pytest tests/python -q $(ONCE)
+	KERAS_BACKEND=jax $(PY) -m coverage run -p -m pytest tests/python -q \
+	  -m 'update_rule or r'
+	KERAS_BACKEND=torch $(PY) -m coverage run -p -m pytest tests/python -q \
+	  -m '$(PER_BACKEND)'
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
 
 # The newest releases: the suite runs on jax and torch, whose releases differ
 # from requirements.txt, and is collected on tensorflow. The R package's tests
 # stay with the R package's Python, and the benchmark's with test-python.
-NOT_R := --ignore=tests/python/test_r_package.py --ignore=tests/python/test_bench.py
+CURRENT := not r and not bench
 test-current: $(STAMPS)/venv-current
-	KERAS_BACKEND=tensorflow $(PY_CURRENT) -m pytest tests/python -q $(NOT_R) \
+	KERAS_BACKEND=tensorflow $(PY_CURRENT) -m pytest tests/python -q -m '$(CURRENT)' \
 	  --collect-only -p no:cacheprovider | tail -1
-	KERAS_BACKEND=jax $(PY_CURRENT) -m pytest tests/python -q $(NOT_R)
-	KERAS_BACKEND=torch $(PY_CURRENT) -m pytest tests/python -q $(ONCE) $(NOT_R)
+	KERAS_BACKEND=jax $(PY_CURRENT) -m pytest tests/python -q -m '$(CURRENT)'
+	KERAS_BACKEND=torch $(PY_CURRENT) -m pytest tests/python -q \
+	  -m '$(CURRENT) and $(PER_BACKEND)'
 
 # R CMD build runs the vignette and R CMD check the examples and the
 # vignette's code; the testthat suite runs once, under covr (make coverage),

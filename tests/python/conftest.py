@@ -2,8 +2,11 @@
 
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The modules the tests share with the benchmark: tools/harness.py.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

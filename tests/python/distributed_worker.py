@@ -87,14 +87,4 @@ else:
         for v in optimizer.variables
         if getattr(v, "_layout", None) is not None and len(v.shape)
     }
-    # keras.optimizers.Adafactor, for comparison.
-    keras.distribution.set_distribution(distribution)
-    with distribution.scope():
-        theirs = keras.optimizers.Adafactor()
-        theirs.build(model.trainable_variables)
-        result["keras_layouts"] = {
-            v.name: list(v.value.sharding.spec)
-            for v in theirs.variables
-            if len(v.shape)
-        }
 print(json.dumps(result))

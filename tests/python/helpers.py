@@ -7,7 +7,14 @@ them once per backend.
 import keras
 import numpy as np
 
+from tools.harness import CompiledStep
+
 BACKEND = keras.backend.backend()
+
+# How far float32 may drift from the float64 oracle (oracle.py): rounding,
+# compounded over the tens of steps a test takes, relative to the max norm
+# (max_rel_diff).
+TOLERANCE = 2e-5
 
 
 def apply_steps(optimizer, x0s, grads, dtype="float32"):
@@ -50,83 +57,34 @@ def max_rel_diff(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
 
 
-def compiled_trajectory(optimizer, x0s, grads, compiler="default"):
-    """Run the steps with the update compiled; return the final values.
+def fit_small_model(optimizer, layers, x, y=None, epochs=1, batch_size=16, **options):
+    """Fit a Sequential model of `layers` with `optimizer` on the mean squared
+    error; return the model and its loss per epoch.
 
-    TensorFlow: XLA (`jit_compile=True`); JAX: `jax.jit` of
-    `stateless_apply`, as `fit()` runs it; torch: `torch.compile`, or eager
-    with `compiler="eager"` (on any backend). Gradients given as NumPy
-    arrays become float32 tensors; others (sparse ones) are used as they are.
+    The input has the shape of x's rows (int32 tokens if x holds integers);
+    y is the sum of x's features unless given. `options` go to compile().
     """
+    tokens = np.issubdtype(x.dtype, np.integer)
+    inputs = keras.Input(x.shape[1:], dtype="int32" if tokens else None)
+    model = keras.Sequential([inputs, *layers])
+    model.compile(optimizer=optimizer, loss="mse", **options)
+    y = x.sum(axis=1, keepdims=True) if y is None else y
+    history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+    return model, history.history["loss"]
+
+
+def compiled_trajectory(optimizer, x0s, grads, compiler="default"):
+    """Run the steps with the update compiled (see harness.CompiledStep);
+    return the final values. Gradients given as NumPy arrays become float32
+    tensors; others (sparse ones) are used as they are."""
     variables = [keras.Variable(x.astype("float32")) for x in x0s]
-    optimizer.build(variables)
+    step = CompiledStep(optimizer, variables, compiler)
 
     def tensor(g):
         if isinstance(g, np.ndarray):
             return keras.ops.convert_to_tensor(g.astype("float32"))
         return g
 
-    grads = [[tensor(g) for g in gs] for gs in grads]
-    if compiler == "eager":
-        for gs in grads:
-            optimizer.apply(gs, variables)
-    elif BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        step = tf.function(lambda gs: optimizer.apply(gs, variables), jit_compile=True)
-        for gs in grads:
-            step(gs)
-    elif BACKEND == "jax":
-        import jax
-
-        step = jax.jit(optimizer.stateless_apply)
-        state = [v.value for v in optimizer.variables]
-        values = [v.value for v in variables]
-        for gs in grads:
-            values, state = step(state, gs, values)
-        for var, value in zip(variables, values):
-            var.assign(value)
-    else:
-        import torch
-
-        step = torch.compile(lambda gs: optimizer.apply(gs, variables))
-        for gs in grads:
-            step(gs)
-    return [to_numpy(v) for v in variables]
-
-
-BOOKKEEPING = ("iteration", "learning_rate")
-
-
-def state_variables(optimizer):
-    """The optimizer's state: its variables less the step count and rate."""
-    return [v for v in optimizer.variables if v.name not in BOOKKEEPING]
-
-
-def elements(variables):
-    """How many numbers the variables hold."""
-    return int(sum(np.prod(tuple(v.shape)) for v in variables))
-
-
-def transformer(vocab=16, length=12, d_model=64, heads=4, ff=128, blocks=2):
-    """The reference Transformer encoder of the tests and the benchmark.
-
-    Token embeddings plus sinusoidal positions (Vaswani et al., 2017), then
-    `blocks` of self-attention and a feed-forward layer, each with a residual
-    connection and layer normalisation; a softmax over the vocabulary at each
-    position, in float32 under any dtype policy.
-    """
-    tokens = keras.Input((length,), dtype="int32")
-    angle = np.arange(length)[:, None] / 10000 ** (
-        2 * np.arange(d_model // 2)[None, :] / d_model
-    )
-    positions = np.concatenate([np.sin(angle), np.cos(angle)], 1).astype("float32")
-    x = keras.layers.Embedding(vocab, d_model)(tokens)
-    x = x + keras.ops.cast(positions, x.dtype)
-    for _ in range(blocks):
-        attention = keras.layers.MultiHeadAttention(heads, d_model // heads)
-        x = keras.layers.LayerNormalization()(x + attention(x, x))
-        h = keras.layers.Dense(ff, activation="relu")(x)
-        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(d_model)(h))
-    out = keras.layers.Dense(vocab, activation="softmax", dtype="float32")(x)
-    return keras.Model(tokens, out)
+    for gs in grads:
+        step([tensor(g) for g in gs])
+    return [to_numpy(v) for v in step.sync()]

@@ -15,14 +15,17 @@ import oracle
 from adafactor import Adafactor
 from helpers import (
     BACKEND,
+    TOLERANCE,
     apply_steps,
     compiled_trajectory,
+    fit_small_model,
     max_rel_diff,
     random_problem,
     to_numpy,
 )
 
-ORACLE_RTOL = 2e-5
+pytestmark = pytest.mark.update_rule
+
 # How each backend runs an update: eager, and compiled as fit() compiles.
 COMPILERS = {
     "tensorflow": ["eager", "default"],
@@ -59,7 +62,7 @@ def test_zero_gradient_entries_leave_their_weights_alone(problem, dtype):
     x0, grads = problem(dtype)
     got = apply_steps(Adafactor(), [x0], [[g] for g in grads], dtype=dtype)
     want = oracle.trajectory(x0, grads)
-    tolerance = ORACLE_RTOL if dtype == "float32" else 1e-2
+    tolerance = TOLERANCE if dtype == "float32" else 1e-2
     for step_got, step_want in zip(got, want):
         assert np.all(np.isfinite(step_got[0]))
         assert max_rel_diff(step_got[0], step_want) <= tolerance
@@ -141,6 +144,7 @@ ONE_LARGE_COLUMN = np.full((8, 8), 1e-10)
 ONE_LARGE_COLUMN[:, 0] = 1e12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compiler", COMPILERS)
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(problem=problems())
@@ -161,7 +165,7 @@ def test_finite_and_right_wherever_float32_holds_the_oracle(compiler, problem):
     got = compiled_trajectory(Adafactor(**kwargs), [x0], [[g] for g in grads], compiler)
     if largest <= FLOAT32_RANGE and np.all(np.abs(path[-1]) <= FLOAT32_RANGE):
         assert np.all(np.isfinite(got[0]))
-        assert max_rel_diff(got[0], path[-1]) <= ORACLE_RTOL
+        assert max_rel_diff(got[0], path[-1]) <= TOLERANCE
 
 
 def test_fit_on_one_hot_features_with_large_targets():
@@ -171,21 +175,15 @@ def test_fit_on_one_hot_features_with_large_targets():
     categories = rng.integers(0, 50, 512)
     x = np.eye(50, dtype="float32")[categories]
     y = (1e5 * (1 + categories % 7)).astype("float32")[:, None]
-    model = keras.Sequential([keras.Input((50,)), keras.layers.Dense(1)])
-    model.compile(
-        optimizer=Adafactor(learning_rate=0.5, relative_step=False), loss="mse"
+    model, losses = fit_small_model(
+        Adafactor(learning_rate=0.5, relative_step=False),
+        [keras.layers.Dense(1)],
+        x,
+        y,
+        epochs=3,
     )
-    losses = model.fit(x, y, batch_size=16, epochs=3, verbose=0).history["loss"]
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
     assert losses[-1] < 0.5 * losses[0]
-
-
-@pytest.mark.parametrize("name", ["epsilon_1", "clip_threshold"])
-@pytest.mark.parametrize("value", [0.0, 1e-40])
-def test_values_that_float32_flushes_to_zero_are_refused(name, value):
-    with pytest.raises(ValueError, match="least normal float32") as info:
-        Adafactor(**{name: value})
-    assert f"Received: {name}={value!r}" in str(info.value)
 
 
 def test_least_normal_epsilon_1_stays_finite_over_many_steps():
@@ -210,7 +208,7 @@ def test_gradients_beyond_float32_squares_are_kept_in_range_by_clipvalue():
     for i in range(2):
         clipped = [np.clip(g[i], -1.0, 1.0) for g in grads]
         want = oracle.trajectory(x0s[i], clipped, learning_rate=0.1)
-        assert max_rel_diff(got[-1][i], want[-1]) <= ORACLE_RTOL
+        assert max_rel_diff(got[-1][i], want[-1]) <= TOLERANCE
 
 
 @pytest.mark.parametrize("shape", [(4, 4), (5,)], ids=["factored", "full"])
@@ -221,4 +219,4 @@ def test_a_fast_beta_2_decay_keeps_its_share_of_the_new_gradient(shape):
     got = compiled_trajectory(Adafactor(beta_2_decay=-8.0), x0s, grads, COMPILERS[-1])
     want = oracle.trajectory(x0s[0], [g[0] for g in grads], beta_2_decay=-8.0)
     assert np.all(np.isfinite(got[0]))
-    assert max_rel_diff(got[0], want[-1]) <= ORACLE_RTOL
+    assert max_rel_diff(got[0], want[-1]) <= TOLERANCE

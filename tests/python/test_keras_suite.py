@@ -23,6 +23,7 @@ FILES = ("adafactor_test.py", "optimizer_test.py", "optimizer_sparse_test.py")
 DESELECTED = "adafactor_test.py::AdafactorTest::test_correctness_with_golden"
 
 
+@pytest.mark.slow  # a fresh pytest of Keras's files
 @pytest.mark.skipif(
     keras.backend.backend() not in ("tensorflow", "jax"),
     reason="run on the backends with sparse gradients",

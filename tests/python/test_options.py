@@ -8,7 +8,14 @@ import pytest
 
 import oracle
 from adafactor import Adafactor
-from helpers import apply_steps, max_rel_diff, random_problem, to_numpy
+from helpers import (
+    TOLERANCE,
+    apply_steps,
+    fit_small_model,
+    max_rel_diff,
+    random_problem,
+    to_numpy,
+)
 
 SHAPES = [(6, 5), (5, 8), (7,), (3, 4, 5)]
 
@@ -32,7 +39,7 @@ def test_options_match_the_extended_oracle(kwargs):
     args.pop("momentum_dtype", None)
     for i, shape in enumerate(SHAPES):
         want = oracle.trajectory(x0s[i], [g[i] for g in grads], **args)
-        assert max_rel_diff(got[-1][i], want[-1]) <= 2e-5, shape
+        assert max_rel_diff(got[-1][i], want[-1]) <= TOLERANCE, shape
     # Each option changes the trajectory of some variable.
     plain = apply_steps(Adafactor(learning_rate=0.05, relative_step=False), x0s, grads)
     assert max(max_rel_diff(a, b) for a, b in zip(got[-1], plain[-1])) > 1e-3
@@ -103,28 +110,6 @@ def test_stochastic_rounding_is_reproducible():
     assert a == b
 
 
-NEW_BAD = [
-    ("beta_1", 1.0, ValueError, r"a number in \[0, 1\) or None"),
-    ("beta_1", "0.9", TypeError, r"a number in \[0, 1\) or None"),
-    ("momentum_dtype", "int8", ValueError, "one of"),
-    ("momentum_dtype", 16, TypeError, "one of"),
-    ("scale_parameter", "no", TypeError, "True or False"),
-    ("min_dim_size_to_factor", 0, ValueError, "a whole number >= 1 or None"),
-    ("min_dim_size_to_factor", 2.5, TypeError, "a whole number >= 1 or None"),
-    ("factored", None, TypeError, "True or False"),
-    ("decay_offset", -1, ValueError, "a whole number >= 0"),
-    ("decay_offset", 0.5, TypeError, "a whole number >= 0"),
-    ("stochastic_rounding", 1, TypeError, "True or False"),
-]
-
-
-@pytest.mark.parametrize("name, value, error, allowed", NEW_BAD)
-def test_bad_option_is_refused(name, value, error, allowed):
-    with pytest.raises(error, match=allowed) as info:
-        Adafactor(**{name: value})
-    assert f"Received: {name}={value!r}" in str(info.value)
-
-
 EVERY_OPTION = dict(
     beta_1=0.8,
     momentum_dtype="bfloat16",
@@ -143,9 +128,8 @@ def test_options_survive_config_and_save(tmp_path):
         assert config[key] == value
     assert Adafactor.from_config(config).get_config() == config
 
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
-    model.compile(optimizer=optimizer, loss="mse")
-    model.fit(np.ones((8, 4)), np.ones((8, 8)), epochs=2, verbose=0)
+    x, y = np.ones((8, 4)), np.ones((8, 8))
+    model, _ = fit_small_model(optimizer, [keras.layers.Dense(8)], x, y, epochs=2)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.optimizer.get_config() == config
@@ -154,16 +138,12 @@ def test_options_survive_config_and_save(tmp_path):
 
 
 def test_bfloat16_weights_train_with_stochastic_rounding_in_fit():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((64, 4)).astype("float32")
-    y = x.sum(axis=1, keepdims=True)
-    model = keras.Sequential(
-        [keras.Input((4,)), keras.layers.Dense(1, dtype="bfloat16")]
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype("float32")
+    model, losses = fit_small_model(
+        Adafactor(learning_rate=0.05, stochastic_rounding=True),
+        [keras.layers.Dense(1, dtype="bfloat16")],
+        x,
+        epochs=10,
     )
-    model.compile(
-        optimizer=Adafactor(learning_rate=0.05, stochastic_rounding=True),
-        loss="mse",
-    )
-    losses = model.fit(x, y, epochs=10, batch_size=16, verbose=0).history["loss"]
     assert model.layers[0].kernel.dtype == "bfloat16"
     assert np.isfinite(losses[-1]) and losses[-1] < 0.5 * losses[0]

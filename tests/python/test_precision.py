@@ -1,6 +1,6 @@
 """float16 and bfloat16 variables, mixed precision policies, and the
-LossScaleOptimizer: state and update stay in float32; so do row sums taken
-as matrix products."""
+LossScaleOptimizer: state and update stay in float32 (and so do the row
+sums taken as matrix products: test_kernels.py)."""
 
 import keras
 import numpy as np
@@ -8,8 +8,15 @@ import pytest
 
 import oracle
 from adafactor import Adafactor
-from adafactor import optimizer as optimizer_module
-from helpers import BACKEND, apply_steps, max_rel_diff, random_problem, to_numpy
+from helpers import (
+    BACKEND,
+    apply_steps,
+    fit_small_model,
+    max_rel_diff,
+    random_problem,
+    to_numpy,
+)
+from tools.harness import CompiledStep
 
 LOW = ["float16", "bfloat16"]
 
@@ -47,14 +54,13 @@ def test_tiny_gradients_still_move_float16_weights():
 def test_mixed_precision_fit(policy):
     keras.mixed_precision.set_dtype_policy(policy)
     try:
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((64, 6)).astype("float32")
-        y = x.sum(axis=1, keepdims=True)
-        model = keras.Sequential(
-            [keras.Input((6,)), keras.layers.Dense(16, "relu"), keras.layers.Dense(1)]
+        x = np.random.default_rng(0).standard_normal((64, 6)).astype("float32")
+        model, losses = fit_small_model(
+            Adafactor(learning_rate=0.05),
+            [keras.layers.Dense(16, "relu"), keras.layers.Dense(1)],
+            x,
+            epochs=8,
         )
-        model.compile(optimizer=Adafactor(learning_rate=0.05), loss="mse")
-        losses = model.fit(x, y, epochs=8, batch_size=16, verbose=0).history["loss"]
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     assert np.isfinite(losses[-1]) and losses[-1] < losses[0]
@@ -69,23 +75,13 @@ def test_loss_scale_optimizer_skips_non_finite_steps():
     variables = [keras.Variable(x.astype("float32")) for x in x0s]
     inner = Adafactor(learning_rate=0.05)
     optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=1.0)
-    optimizer.build(variables)
+    # Eager, but on JAX stateless (jax.jit of stateless_apply), as in fit().
+    compiler = "default" if BACKEND == "jax" else "eager"
+    step = CompiledStep(optimizer, variables, compiler)
 
     def apply(step_grads):
-        step_grads = [g.astype("float32") for g in step_grads]
-        if keras.backend.backend() != "jax":
-            optimizer.apply(step_grads, variables)
-            return
-        # On JAX the loss-scale optimizer is stateless (as in fit()).
-        values, state = optimizer.stateless_apply(
-            [v.value for v in optimizer.variables],
-            step_grads,
-            [v.value for v in variables],
-        )
-        for var, value in zip(variables, values):
-            var.assign(value)
-        for var, value in zip(optimizer.variables, state):
-            var.assign(value)
+        step([g.astype("float32") for g in step_grads])
+        step.sync()
 
     def snapshot():
         return [to_numpy(v) for v in variables + inner.variables]
@@ -101,55 +97,3 @@ def test_loss_scale_optimizer_skips_non_finite_steps():
     # A finite step afterwards moves the weights again.
     apply(grads[2])
     assert not np.array_equal(to_numpy(variables[0]), before[0])
-
-
-def _products(fn, *args):
-    """The matrix-product operations in fn(*args) as the backend traces it."""
-    if BACKEND == "jax":
-        import jax
-
-        eqns = jax.make_jaxpr(fn)(*args).jaxpr.eqns
-        return [
-            e.params["precision"] for e in eqns if e.primitive.name == "dot_general"
-        ]
-    import tensorflow as tf
-
-    graph = tf.function(fn).get_concrete_function(*args).graph
-    return [op.type for op in graph.get_operations() if "MatMul" in op.type]
-
-
-@pytest.mark.skipif(BACKEND == "torch", reason="torch sums by reduction")
-@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
-def test_row_and_column_sums_keep_float32_precision_on_every_device(monkeypatch, gpu):
-    """Row and column sums go through a matrix product only where it keeps
-    float32: JAX asks for its highest precision (GPUs would use TF32 by
-    default); TensorFlow, with no such switch per product, uses it on CPUs
-    alone."""
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        devices = tf.config.list_logical_devices("CPU")
-        if gpu:
-            devices = devices + [tf.config.LogicalDevice("/device:GPU:0", "GPU")]
-        monkeypatch.setattr(tf.config, "list_logical_devices", lambda: devices)
-    elif gpu:
-        pytest.skip("JAX's choice does not depend on the device")
-    rng = np.random.default_rng(0)
-    matrix = (rng.standard_normal((3, 64)) * np.logspace(0, 6, 64)).astype("float32")
-    weights = np.logspace(-3, 3, 3).astype("float32")
-    x, w = (keras.ops.convert_to_tensor(a) for a in (matrix, weights))
-
-    def sums(x, w):
-        return (optimizer_module._row_sums(x),) + optimizer_module._column_sums(x, w)
-
-    products = _products(sums, x, w)
-    if BACKEND == "jax":
-        import jax
-
-        highest = jax.lax.Precision.HIGHEST
-        assert len(products) == 2 and all(p == (highest, highest) for p in products)
-    else:
-        assert len(products) == (0 if gpu else 2)
-    want = [matrix.sum(1), matrix.sum(0), (matrix * weights[:, None]).sum(0)]
-    for got, expected in zip(sums(x, w), want):
-        np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-6)

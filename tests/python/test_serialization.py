@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from adafactor import Adafactor
+from helpers import fit_small_model
 
 EVERY_ARGUMENT = dict(
     learning_rate=0.02,
@@ -67,10 +68,9 @@ def test_registered_with_keras():
 
 
 def test_load_model_needs_no_custom_objects(tmp_path):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
-    model.compile(optimizer=Adafactor(learning_rate=0.05), loss="mse")
     x, y = np.ones((8, 3), "float32"), np.zeros((8, 4), "float32")
-    model.fit(x, y, epochs=2, verbose=0)
+    optimizer = Adafactor(learning_rate=0.05)
+    model, _ = fit_small_model(optimizer, [keras.layers.Dense(4)], x, y, epochs=2)
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -99,9 +99,9 @@ def constant_rate():
     "rate", [lambda: 0.03, constant_rate], ids=["lambda", "registered function"]
 )
 def test_a_rate_function_that_cannot_be_restored_is_saved_as_its_value(tmp_path, rate):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer=Adafactor(learning_rate=rate), loss="mse")
-    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    x, y = np.ones((4, 3)), np.zeros((4, 2))
+    optimizer = Adafactor(learning_rate=rate)
+    model, _ = fit_small_model(optimizer, [keras.layers.Dense(2)], x, y)
     if rate is constant_rate:  # Keras restores a registered function itself
         model.save(tmp_path / "m.keras")
         loaded = keras.models.load_model(tmp_path / "m.keras")

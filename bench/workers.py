@@ -1,0 +1,251 @@
+"""Each measurement, run in a process of its own (a Keras backend is fixed per
+process, and peak memory must be a process's own):
+
+    python -m bench.workers '{"kind": "peak", "backend": "tensorflow",
+        "quick": false, "contender": "keras Adam", "size": 8192,
+        "jit_compile": true}'
+
+prints the measurement as JSON on its last line. A spec names the kind of
+measurement, the backend, the sizes (quick or not) and the kind's own
+arguments: a contender, a size and jit_compile (true or "auto") for "peak",
+jit_compile for "embedding"; "state", "step", "scaling" and "bfloat16" take
+none. Keras is imported only once the backend is set.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench.models import (
+    BF16_LENGTH,
+    BF16_VOCAB,
+    OURS,
+    PEERS,
+    STATEFUL,
+    WITH_FLOOR,
+    dense,
+    embedding,
+    make,
+    reference_transformer,
+    reversing_transformer,
+    sizes,
+)
+
+
+def state(cfg):
+    """Optimizer state of the reference Transformer, in elements: the Keras
+    contenders, and the peer of this backend (optax on jax, torch's own on
+    torch). Each backend runs in a process of its own, as everywhere here."""
+    import keras
+
+    from tools.harness import elements, state_variables
+
+    backend = keras.backend.backend()
+    params = reference_transformer(cfg).trainable_variables
+    if backend in PEERS:
+        peer = PEERS[backend]
+        return {peer.name: peer.state([tuple(v.shape) for v in params])}
+    out = {"parameters": elements(params)}
+    for name in STATEFUL:
+        opt = make(name)
+        opt.build(params)
+        out[name] = elements(state_variables(opt))
+    return out
+
+
+def _timer(fn, warmup=3):
+    for _ in range(warmup):
+        fn()
+
+    def timed():
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    return timed
+
+
+def _interleaved(timers, steps):
+    """Median ms of each timer, the timers taking turns step by step, so
+    that machine noise falls on all alike."""
+    import numpy as np
+
+    times = {name: [] for name in timers}
+    for _ in range(steps):
+        for name, timer in timers.items():  # interleaved
+            times[name].append(timer())
+    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
+
+
+def keras_step(make_optimizer, shapes, seed=0):
+    """A function running one compiled optimizer.apply on fresh variables:
+    XLA on TensorFlow, jax.jit with the state donated on JAX; eager on torch,
+    as Keras runs it there by default (jit_compile="auto" means eager)."""
+    import keras
+    import numpy as np
+
+    from tools.harness import CompiledStep
+
+    rng = np.random.default_rng(seed)
+    variables = [
+        keras.Variable((0.02 * rng.standard_normal(s)).astype("float32"))
+        for s in shapes
+    ]
+    grads = [
+        keras.ops.convert_to_tensor(rng.standard_normal(s).astype("float32"))
+        for s in shapes
+    ]
+    eager = keras.backend.backend() == "torch"
+    step = CompiledStep(make_optimizer(), variables, "eager" if eager else "default")
+    return step.bind(grads)
+
+
+def step(cfg):
+    """Update-step time of each contender and of this backend's peer."""
+    import keras
+
+    shapes = [tuple(s) for s in cfg["step_shapes"]]
+    fns = {name: keras_step(lambda n=name: make(n), shapes) for name in STATEFUL}
+    peer = PEERS.get(keras.backend.backend())
+    if peer:
+        fns[peer.name] = peer.step(shapes)
+    return _interleaved({name: _timer(fn) for name, fn in fns.items()}, cfg["steps"])
+
+
+def scaling(cfg):
+    """Update-step time and state of one square variable of growing size."""
+    import numpy as np
+
+    from tools.harness import elements, state_variables
+
+    out = {}
+    for n in cfg["scaling"]:
+        shapes = [(n, n)]
+        row = {}
+        for name in STATEFUL:
+            opt = make(name)
+            timer = _timer(keras_step(lambda o=opt: o, shapes))
+            row[name] = {
+                "ms": 1000
+                * float(np.median([timer() for _ in range(cfg["steps"] // 3 or 1)])),
+                "state_bytes": 4 * elements(state_variables(opt)),
+            }
+        out[str(n * n)] = row
+    return out
+
+
+def _status_mb(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def peak(cfg, contender, size, jit_compile):
+    """Peak RSS of a training step of a model dominated by one Dense.
+
+    The first step traces the step and builds the optimizer; the peak is
+    then reset (Linux's clear_refs), so that what is measured is a second
+    step's, not the building of the model."""
+    import numpy as np
+
+    model = dense(size)
+    model.compile(optimizer=make(contender), loss="mse", jit_compile=jit_compile)
+    x = np.ones((8, size), "float32")
+    model.train_on_batch(x, x)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_mb("VmRSS")
+    model.train_on_batch(x, x)
+    return {
+        "peak_mb": _status_mb("VmHWM"),
+        "model_mb": size * (size + 1) * 4 / 2**20,
+        "before_mb": before,
+    }
+
+
+def embedding_step(cfg, jit_compile):
+    """Training steps (train_on_batch) of a model dominated by one large
+    Embedding, the contenders interleaved step by step. TensorFlow gives the
+    embedding an IndexedSlices gradient; JAX and torch a dense one."""
+    import keras
+    import numpy as np
+
+    e = cfg["embedding"]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, e["vocab"], (e["batch"], e["tokens"])).astype("int32")
+    y = rng.standard_normal((e["batch"], 8)).astype("float32")
+    timers = {}
+    for name in WITH_FLOOR:
+        keras.utils.set_random_seed(1)
+        model = embedding(e)
+        model.compile(optimizer=make(name), loss="mse", jit_compile=jit_compile)
+        timers[name] = _timer(lambda m=model: m.train_on_batch(x, y))
+    return _interleaved(timers, e["steps"])
+
+
+def bfloat16(cfg):
+    """Reversing 12 tokens with float32 weights, and with bfloat16 weights
+    (no float32 copy) rounded to nearest or stochastically."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n, epochs = cfg["bf16_samples"], cfg["bf16_epochs"]
+    x = rng.integers(1, BF16_VOCAB, size=(n, BF16_LENGTH)).astype("int32")
+    y = np.ascontiguousarray(x[:, ::-1])
+    out = {}
+    runs = [("float32", False), ("bfloat16", False), ("bfloat16", True)]
+    for policy, rounding in runs:
+        keras.config.set_dtype_policy(policy)
+        keras.utils.set_random_seed(7)
+        model = reversing_transformer(cfg)
+        model.compile(
+            optimizer=make(
+                OURS,
+                learning_rate=cfg["bf16_lr"],
+                stochastic_rounding=rounding,
+            ),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            run_eagerly=cfg["quick"],  # tracing would take most of a quick run
+        )
+        history = model.fit(x, y, epochs=epochs, batch_size=64, verbose=0).history
+        label = f"{policy}{', stochastic rounding' if rounding else ''}"
+        out[label] = {"loss": history["loss"], "accuracy": history["accuracy"]}
+    keras.config.set_dtype_policy("float32")
+    return out
+
+
+KINDS = {
+    "state": state,
+    "step": step,
+    "scaling": scaling,
+    "peak": peak,
+    "embedding": embedding_step,
+    "bfloat16": bfloat16,
+}
+
+
+def work(spec):
+    """One measurement, in this process, which runs the spec's backend."""
+    import keras
+
+    args = dict(spec)
+    kind, backend, quick = args.pop("kind"), args.pop("backend"), args.pop("quick")
+    if keras.backend.backend() != backend:
+        raise RuntimeError(
+            f"{kind} asks for {backend}, this process runs {keras.backend.backend()}"
+        )
+    return KINDS[kind](sizes(quick), **args)
+
+
+def main(argv=None):
+    spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    os.environ["KERAS_BACKEND"] = spec["backend"]  # before Keras is imported
+    print(json.dumps(work(spec)))
+
+
+if __name__ == "__main__":
+    main()

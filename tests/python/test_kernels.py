@@ -1,0 +1,138 @@
+"""The kernels (adafactor._kernels): large matrices reduced (and on torch
+updated) in blocks, with no temporary of their size; row and column sums
+taken as matrix products only where they keep float32's precision.
+
+These tests reach inside: they shrink the block and watch the kernels."""
+
+import keras
+import numpy as np
+import pytest
+
+import oracle
+from adafactor import Adafactor, _kernels
+from helpers import (
+    BACKEND,
+    TOLERANCE,
+    apply_steps,
+    compiled_trajectory,
+    fit_small_model,
+    max_rel_diff,
+    random_problem,
+    to_numpy,
+)
+
+# With a block of 6 elements: blocks of one row (5, 7), of three rows and a
+# rest of one (7, 2); one block (2, 3); rank 3 and rank 1 are not split.
+BLOCKED = [(5, 7), (7, 2), (2, 3), (2, 3, 4), (9,)]
+
+
+@pytest.mark.parametrize(
+    "compiler, dtype",
+    [("eager", "float32"), ("eager", "bfloat16"), ("default", "float32")],
+    ids=["eager", "eager-bfloat16", "compiled"],
+)
+def test_large_matrices_are_reduced_in_blocks(monkeypatch, compiler, dtype):
+    """A matrix larger than a block is reduced block by block (and on torch
+    updated in place, block by block); the result is the float64 oracle's."""
+    if compiler != "eager" and BACKEND == "torch":
+        pytest.skip("torch.compile unrolls the blocks here (80 s); test_compiled")
+    monkeypatch.setattr(_kernels, "BLOCK", 6)
+    seen = []
+    reduce_block = _kernels.block_square_sums
+
+    def spy(x, *args):
+        seen.append(tuple(x.shape))
+        return reduce_block(x, *args)
+
+    monkeypatch.setattr(_kernels, "block_square_sums", spy)
+    written = []
+    subtract = _kernels.subtract_in_place
+
+    def spy_write(variable, *args):
+        written.append(tuple(variable.shape))
+        subtract(variable, *args)
+
+    monkeypatch.setattr(_kernels, "subtract_in_place", spy_write)
+    x0s, grads = random_problem(BLOCKED, steps=5, seed=3)
+    x0s = [to_numpy(keras.ops.cast(x, dtype)) for x in x0s]
+    optimizer = Adafactor(learning_rate=0.05)
+    if dtype == "float32":
+        got = compiled_trajectory(optimizer, x0s, grads, compiler)
+    else:
+        got = apply_steps(optimizer, x0s, grads, dtype=dtype)[-1]
+    assert {(1, 7), (3, 2), (1, 2), (2, 3)} <= set(seen)
+    assert all(np.prod(s) <= 7 for s in seen if len(s) == 2)
+    # torch writes the blocked matrices in place; the others fuse the update.
+    assert written == ([(5, 7), (7, 2)] * 5 if BACKEND == "torch" else [])
+    tolerance = TOLERANCE if dtype == "float32" else 3e-2
+    for i, shape in enumerate(BLOCKED):
+        want = oracle.trajectory(x0s[i], [g[i] for g in grads], learning_rate=0.05)
+        assert max_rel_diff(got[i], want[-1]) <= tolerance, shape
+
+
+def test_a_gradient_with_rows_unknown_when_traced_is_reduced_whole(monkeypatch):
+    """TensorFlow traces an embedding's sparse gradient with an unknown
+    number of rows; it is not split, and training goes on."""
+    monkeypatch.setattr(_kernels, "BLOCK", 6)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 50, (40, 3))  # batches of 16, 16 and 8
+    y = rng.standard_normal((40, 1))
+    layers = [
+        keras.layers.Embedding(50, 4),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(1),
+    ]
+    _, losses = fit_small_model(Adafactor(), layers, x, y, epochs=2, jit_compile=False)
+    assert np.all(np.isfinite(losses))
+
+
+def _products(fn, *args):
+    """The matrix-product operations in fn(*args) as the backend traces it."""
+    if BACKEND == "jax":
+        import jax
+
+        eqns = jax.make_jaxpr(fn)(*args).jaxpr.eqns
+        return [
+            e.params["precision"] for e in eqns if e.primitive.name == "dot_general"
+        ]
+    import tensorflow as tf
+
+    graph = tf.function(fn).get_concrete_function(*args).graph
+    return [op.type for op in graph.get_operations() if "MatMul" in op.type]
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="torch sums by reduction")
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_row_and_column_sums_keep_float32_precision_on_every_device(monkeypatch, gpu):
+    """Row and column sums go through a matrix product only where it keeps
+    float32: JAX asks for its highest precision (GPUs would use TF32 by
+    default); TensorFlow, with no such switch per product, uses it on CPUs
+    alone."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        devices = tf.config.list_logical_devices("CPU")
+        if gpu:
+            devices = devices + [tf.config.LogicalDevice("/device:GPU:0", "GPU")]
+        monkeypatch.setattr(tf.config, "list_logical_devices", lambda: devices)
+    elif gpu:
+        pytest.skip("JAX's choice does not depend on the device")
+    rng = np.random.default_rng(0)
+    matrix = (rng.standard_normal((3, 64)) * np.logspace(0, 6, 64)).astype("float32")
+    weights = np.logspace(-3, 3, 3).astype("float32")
+    x, w = (keras.ops.convert_to_tensor(a) for a in (matrix, weights))
+
+    def sums(x, w):
+        return (_kernels.row_sums(x),) + _kernels.column_sums(x, w)
+
+    products = _products(sums, x, w)
+    if BACKEND == "jax":
+        import jax
+
+        highest = jax.lax.Precision.HIGHEST
+        assert len(products) == 2 and all(p == (highest, highest) for p in products)
+    else:
+        assert len(products) == (0 if gpu else 2)
+    want = [matrix.sum(1), matrix.sum(0), (matrix * weights[:, None]).sum(0)]
+    for got, expected in zip(sums(x, w), want):
+        np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-6)
