@@ -136,3 +136,43 @@ def test_row_and_column_sums_keep_float32_precision_on_every_device(monkeypatch,
     want = [matrix.sum(1), matrix.sum(0), (matrix * weights[:, None]).sum(0)]
     for got, expected in zip(sums(x, w), want):
         np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's variables")
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_rms_of_a_sparsely_written_variable_reads_its_blocks_through_gathers(
+    monkeypatch, jit_compile
+):
+    """RMS(x) of a variable TensorFlow has written sparsely (so that a dense
+    read would copy it) is read block by block through gathers, and is the
+    RMS of its current value, after every kind of write."""
+    import tensorflow as tf
+
+    monkeypatch.setattr(_kernels, "BLOCK", 6)
+    rng = np.random.default_rng(5)
+    variable = keras.Variable(rng.standard_normal((7, 2)).astype("float32"))
+    rms = tf.function(
+        lambda: _kernels.root_mean_square(variable, "float32"),
+        jit_compile=jit_compile,
+    )
+    if not jit_compile:  # the loop's body is a function of the graph's library
+        graph = rms.get_concrete_function().graph.as_graph_def()
+        nodes = list(graph.node)
+        nodes += [n for f in graph.library.function for n in f.node_def]
+        ops = {node.op for node in nodes}
+        assert "ResourceGather" in ops and "ReadVariableOp" not in ops
+
+    def expected():
+        x = variable.numpy().astype(np.float64)
+        return np.sqrt(np.mean(x**2))
+
+    writes = [
+        lambda: variable.value.scatter_sub(
+            tf.IndexedSlices(tf.ones((2, 2)), tf.constant([1, 5]))
+        ),
+        lambda: variable.assign(variable * 3.0),
+        lambda: variable.assign_sub(tf.fill((7, 2), 0.5)),
+    ]
+    for write in writes:
+        write()
+        np.testing.assert_allclose(float(rms()), expected(), rtol=1e-6)

@@ -103,8 +103,15 @@ def _by_blocks(reduce, x, dtype, r=None, columns=0):
     def add(start, stop, sums):
         # Rows start:stop, or in the loop `size` rows from a traced start.
         def block(t):
-            if t is None or stop is not None:
-                return t if t is None else t[start:stop]
+            if t is None:
+                return None
+            if _is_tensorflow_variable(t):  # see root_mean_square
+                import tensorflow as tf
+
+                count = size if stop is None else stop - start
+                return tf.gather(t, tf.range(count) + start)
+            if stop is not None:
+                return t[start:stop]
             rest = tuple(t.shape[1:])
             return ops.slice(t, (start,) + (0,) * len(rest), (size,) + rest)
 
@@ -116,6 +123,10 @@ def _by_blocks(reduce, x, dtype, r=None, columns=0):
     sums = _fori_loop(0, n // size, lambda i, s: add(i * size, None, s), sums)
     done = n // size * size
     return add(done, n, sums) if done < n else sums
+
+
+def _is_tensorflow_variable(t):
+    return hasattr(t, "sparse_read")  # a tf.Variable: gathers read in place
 
 
 def _fori_loop(lower, upper, body, state):
@@ -222,14 +233,20 @@ def mean(x, axis=None, count=None):
 
 
 def root_mean_square(x, dtype):
-    """RMS(x), computed in `dtype` from the squares of x / sqrt(size)."""
-    # Read a variable once, before the loop over its blocks (see
-    # factored_moments; TensorFlow would also read it at every block, a
-    # whole copy each time once it has been written sparsely). It is read
-    # as a constant: on torch, whose step is not run under no_grad, autograd
-    # would otherwise record every block (7x slower).
-    x = ops.stop_gradient(ops.convert_to_tensor(x))
+    """RMS(x) of a variable, computed in `dtype` from the squares of
+    x / sqrt(size)."""
     scale = 1.0 / math.sqrt(math.prod(x.shape))
+    if keras.backend.backend() == "tensorflow" and len(x.shape) >= 2:
+        # Read block by block through gathers. Once a variable has been
+        # written sparsely (an embedding's), TensorFlow copies it whole at
+        # each dense read (its copy-on-read mode): 205 MB a step in bench/,
+        # section f, where a gather reads only its rows.
+        x = x if _is_tensorflow_variable(x) else x.value
+    else:
+        # Read once, before the loop over its blocks (see factored_moments),
+        # and as a constant: on torch, whose step is not run under no_grad,
+        # autograd would otherwise record every block (7x slower).
+        x = ops.stop_gradient(ops.convert_to_tensor(x))
     if len(x.shape) < 2:
         return ops.sqrt(ops.sum(_squares(x, dtype, scale)))
     sums = _by_blocks(lambda x, _: block_square_sums(x, dtype, scale)[1:], x, dtype)
