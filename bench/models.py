@@ -6,6 +6,7 @@ once its backend is set.
 """
 
 import importlib
+import math
 from typing import NamedTuple
 
 
@@ -24,6 +25,7 @@ def sizes(quick):
             bf16_model=dict(d_model=8, heads=1, ff=8, blocks=1),
             bf16_lr=0.003,
             embedding=dict(vocab=2000, width=16, batch=32, tokens=4, steps=3),
+            bandwidth=dict(mb=16, repeats=3),
         )
     return dict(
         quick=False,
@@ -38,6 +40,7 @@ def sizes(quick):
         bf16_model=dict(d_model=64, heads=4, ff=128, blocks=2),
         bf16_lr=0.003,
         embedding=dict(vocab=200_000, width=256, batch=256, tokens=16, steps=30),
+        bandwidth=dict(mb=256, repeats=9),
     )
 
 
@@ -52,12 +55,24 @@ CONTENDERS = {
     "SGD": "keras.optimizers:SGD",
 }
 # SGD is the floor of time and memory: no state, and an update in place. It
-# joins the others where a training step is measured (sections d and f).
+# joins the others where a step is timed and where memory is measured
+# (sections b, d and f), and the ratios to it are the targets.
 FLOOR = "SGD"
 OURS = "adafactor (ours)"
-STATEFUL = tuple(name for name in CONTENDERS if name != FLOOR)  # a, b and c
-WITH_FLOOR = tuple(CONTENDERS)  # f
+STATEFUL = tuple(name for name in CONTENDERS if name != FLOOR)  # a and c
+WITH_FLOOR = tuple(CONTENDERS)  # b and f
 PEAK = (OURS, FLOOR) + tuple(n for n in STATEFUL if n != OURS)  # d
+# Section g: the bytes of a step, for SGD, ours, ours as it would be with
+# RMS(x) kept up to date instead of read (allowed only with a test for each
+# writer of the weights), and Adam.
+KEPT_RMS = f"{OURS}, RMS(x) kept"
+BYTES = (FLOOR, OURS, KEPT_RMS, "keras Adam")
+
+
+def target(section, backend):
+    """The largest ratio of ours to SGD that the section's step aims at:
+    1.2x for the embedding step (f) on jax, 1.5x elsewhere (b and f)."""
+    return 1.2 if (section, backend) == ("f", "jax") else 1.5
 
 
 def make(name, **options):
@@ -187,6 +202,9 @@ def dense(n):
     return keras.Sequential([keras.Input((n,)), keras.layers.Dense(n)])
 
 
+EMBEDDING_OUTPUTS = 8
+
+
 def embedding(e):
     """Section f's model, dominated by one large Embedding."""
     import keras
@@ -196,6 +214,94 @@ def embedding(e):
             keras.Input((e["tokens"],), dtype="int32"),
             keras.layers.Embedding(e["vocab"], e["width"]),
             keras.layers.GlobalAveragePooling1D(),
-            keras.layers.Dense(8),
+            keras.layers.Dense(EMBEDDING_OUTPUTS),
         ]
     )
+
+
+def embedding_batch(e):
+    """Section f's batch: (tokens, targets), the same at every step."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, e["vocab"], (e["batch"], e["tokens"])).astype("int32")
+    y = rng.standard_normal((e["batch"], EMBEDDING_OUTPUTS)).astype("float32")
+    return x, y
+
+
+# -------------------------------------------------------- bytes of a step
+
+
+def embedding_gradients(e, backend):
+    """Section f's variables as step_bytes takes them, (shape, rows) pairs.
+    TensorFlow gives the embedding a row-sparse gradient (IndexedSlices) of
+    batch x tokens rows, touching the distinct tokens of the batch; jax and
+    torch give it a dense one. The Dense layer's are dense everywhere."""
+    import numpy as np
+
+    x, _ = embedding_batch(e)
+    rows = (x.size, len(np.unique(x))) if backend == "tensorflow" else None
+    w, out = e["width"], EMBEDDING_OUTPUTS
+    return [((e["vocab"], w), rows), ((w, out), None), ((out,), None)]
+
+
+def step_bytes(name, variables):
+    """A lower bound of the bytes one optimizer step of `name` (in BYTES)
+    must read and write, as (read, written), for float32 variables given as
+    (shape, rows) pairs: rows is None for a dense gradient, (k, u) for a
+    row-sparse one of k rows touching u <= k distinct rows.
+
+    Each pass over an array that the algorithm's dependencies force counts
+    the array's bytes once, and nothing is taken to stay in a cache from
+    one pass to the next. Left out: the gradient's indices, the step count,
+    scalars, and what an implementation adds (Keras's Adam on TensorFlow
+    makes a sparse gradient dense, for m, and its square, for v: up to 4n
+    more, each written and read). For n elements, the gradient dense:
+
+    - SGD, x -= lr g: reads g and x, writes x. 3n.
+    - ours: the update needs every row's and column's statistic, and its
+      clipping the RMS of the whole update, before it writes any row: one
+      pass over g for R_t, C_t and RMS(U_t) (sum_j (1/C_j) sum_i G_ij^2/R_i
+      needs no second pass), and another for the update. RMS(x), of the
+      weights before the step, must be complete before the write: a pass
+      of its own over x (none with RMS(x) kept). Then the write reads x
+      and writes it. 5n (4n kept),
+      plus the statistics read and written once: r and c, of n/w + w
+      elements for an n/w x w matrix, or v, of n, for a vector.
+    - keras Adam: reads g, m, v and x, writes m, v and x. 7n.
+
+    A row-sparse gradient of k rows of width w (u distinct):
+
+    - SGD reads the k rows of g, and reads and writes the u rows of x.
+    - ours reads the k rows twice, as above; reads and writes the u rows of
+      x, and reads x whole for RMS(x) (not kept). Every row's statistic
+      decays, so r and c are still read and written whole.
+    - keras Adam: m and v decay at every row and x moves at every row, so
+      it reads and writes x, m and v whole, and reads the k rows once.
+    """
+    read = written = 0
+    for shape, rows in variables:
+        n = math.prod(shape)
+        # g: the gradient's elements; moved: the elements of x it moves.
+        if rows is None:
+            g = moved = n
+        else:
+            (k, u), width = rows, n // shape[0]
+            g, moved = k * width, u * width
+        if name == FLOOR:
+            r, w = g + moved, moved
+        elif name == "keras Adam":
+            r, w = g + 3 * n, 3 * n
+        else:
+            rms_x = 0 if name == KEPT_RMS else n
+            stats = _statistics(shape)
+            r, w = 2 * g + rms_x + moved + stats, moved + stats
+        read, written = read + 4 * r, written + 4 * w
+    return read, written
+
+
+def _statistics(shape):
+    """Elements of ours' statistics: r and c for rank >= 2, else v."""
+    if len(shape) < 2:
+        return math.prod(shape)
+    return math.prod(shape[:-1]) + math.prod(shape[:-2]) * shape[-1]

@@ -13,7 +13,17 @@ from pathlib import Path
 
 import bench
 from bench import report
-from bench.models import BACKENDS, FLOOR, OURS, PEAK, RUNS, sizes
+from bench.models import (
+    BACKENDS,
+    BYTES,
+    FLOOR,
+    OURS,
+    PEAK,
+    RUNS,
+    embedding_gradients,
+    sizes,
+    step_bytes,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -82,7 +92,32 @@ def collect(cfg, run, backends=BACKENDS):
             results["embedding"][label] = measure(
                 "embedding", backend, jit_compile=jit_compile
             )
+    print("g. memory bandwidth ...", flush=True)
+    results["bandwidth"] = measure("bandwidth", backends[0])
+    results["bytes"] = traffic(cfg, backends)
     return results
+
+
+def traffic(cfg, backends):
+    """Section g's bytes of each step, read and written (step_bytes): of the
+    update step (b) on each backend, and of the embedding step (f) in each
+    run, whose gradient is row-sparse on TensorFlow alone."""
+
+    def of(variables):
+        return {
+            name: dict(zip(("read", "written"), step_bytes(name, variables)))
+            for name in BYTES
+        }
+
+    shapes = [(tuple(s), None) for s in cfg["step_shapes"]]
+    return {
+        "b": {backend: of(shapes) for backend in backends},
+        "f": {
+            label: of(embedding_gradients(cfg["embedding"], backend))
+            for label, backend, _ in RUNS
+            if backend in backends
+        },
+    }
 
 
 def machine():

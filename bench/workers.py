@@ -8,8 +8,8 @@ process, and peak memory must be a process's own):
 prints the measurement as JSON on its last line. A spec names the kind of
 measurement, the backend, the sizes (quick or not) and the kind's own
 arguments: a contender, a size and jit_compile (true or "auto") for "peak",
-jit_compile for "embedding"; "state", "step", "scaling" and "bfloat16" take
-none. Keras is imported only once the backend is set.
+jit_compile for "embedding"; "state", "step", "scaling", "bfloat16" and
+"bandwidth" take none. Keras is imported only once the backend is set.
 """
 
 import json
@@ -27,6 +27,7 @@ from bench.models import (
     WITH_FLOOR,
     dense,
     embedding,
+    embedding_batch,
     make,
     reference_transformer,
     reversing_transformer,
@@ -103,11 +104,12 @@ def keras_step(make_optimizer, shapes, seed=0):
 
 
 def step(cfg):
-    """Update-step time of each contender and of this backend's peer."""
+    """Update-step time of each contender, SGD too, and of this backend's
+    peer."""
     import keras
 
     shapes = [tuple(s) for s in cfg["step_shapes"]]
-    fns = {name: keras_step(lambda n=name: make(n), shapes) for name in STATEFUL}
+    fns = {name: keras_step(lambda n=name: make(n), shapes) for name in WITH_FLOOR}
     peer = PEERS.get(keras.backend.backend())
     if peer:
         fns[peer.name] = peer.step(shapes)
@@ -170,12 +172,9 @@ def embedding_step(cfg, jit_compile):
     Embedding, the contenders interleaved step by step. TensorFlow gives the
     embedding an IndexedSlices gradient; JAX and torch a dense one."""
     import keras
-    import numpy as np
 
     e = cfg["embedding"]
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, e["vocab"], (e["batch"], e["tokens"])).astype("int32")
-    y = rng.standard_normal((e["batch"], 8)).astype("float32")
+    x, y = embedding_batch(e)
     timers = {}
     for name in WITH_FLOOR:
         keras.utils.set_random_seed(1)
@@ -218,6 +217,43 @@ def bfloat16(cfg):
     return out
 
 
+def _on_parts(pool, parts, fn):
+    """A timer of fn over every part, the parts on the pool's threads."""
+    return _timer(lambda: list(pool.map(fn, parts)), warmup=1)
+
+
+def bandwidth(cfg):
+    """Memory bandwidth as NumPy reaches it, in GB/s (1e9 bytes): reading a
+    float32 array, by np.add.reduce and by BLAS's dot of the array with
+    itself (which reads each element once), and copying it (np.copyto; a
+    copy's GB/s count the bytes read and the bytes written). Medians of the
+    repeats, the three interleaved; with one thread, and with a thread per
+    core, each over a slice of its own (NumPy lets go of the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    b = cfg["bandwidth"]
+    src = np.ones(b["mb"] * 2**20 // 4, "float32")
+    dst = src.copy()  # its pages mapped before any timing
+    out = {"mb": b["mb"], "repeats": b["repeats"], "threads": {}}
+    for threads in sorted({1, os.cpu_count() or 1}):
+        ends = np.linspace(0, src.size, threads + 1).astype(int)
+        parts = [slice(a, z) for a, z in zip(ends, ends[1:])]
+        with ThreadPoolExecutor(threads) as pool:
+            timers = {
+                "sum": _on_parts(pool, parts, lambda s: np.add.reduce(src[s])),
+                "dot": _on_parts(pool, parts, lambda s: np.dot(src[s], src[s])),
+                "copy": _on_parts(pool, parts, lambda s: np.copyto(dst[s], src[s])),
+            }
+            ms = _interleaved(timers, b["repeats"])
+        moved = {"sum": src.nbytes, "dot": src.nbytes, "copy": 2 * src.nbytes}
+        out["threads"][str(threads)] = {
+            f"{kind}_gb_s": moved[kind] / ms[kind] / 1e6 for kind in timers
+        }
+    return out
+
+
 KINDS = {
     "state": state,
     "step": step,
@@ -225,6 +261,7 @@ KINDS = {
     "peak": peak,
     "embedding": embedding_step,
     "bfloat16": bfloat16,
+    "bandwidth": bandwidth,
 }
 
 

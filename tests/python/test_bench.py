@@ -26,8 +26,38 @@ def spec(kind, backend=BACKEND, **args):
 )
 def test_per_backend_workers_time_every_contender(kind, args):
     times = workers.work(spec(kind, **args))
-    assert set(models.STATEFUL) <= set(times)
+    assert set(models.WITH_FLOOR) <= set(times)  # SGD, the floor, too
     assert all(ms > 0 for ms in times.values())
+
+
+def test_bandwidth_worker_reads_and_copies_with_each_thread_count():
+    out = workers.work(spec("bandwidth"))
+    assert out["mb"] == CFG["bandwidth"]["mb"] and "1" in out["threads"]
+    for rates in out["threads"].values():
+        assert set(rates) == {"sum_gb_s", "dot_gb_s", "copy_gb_s"}
+        assert all(gb_s > 0 for gb_s in rates.values())
+
+
+def test_step_bytes_counts_each_pass_as_its_docstring_says():
+    n, (k, u), width = 6 * 4, (5, 3), 4  # a 6 x 4 table: 5 rows, 3 distinct
+    stats = 6 + 4  # r and c
+
+    def elements(name, rows=None, shape=(6, 4)):
+        read, written = models.step_bytes(name, [(shape, rows)])
+        return read // 4, written // 4
+
+    assert elements(models.FLOOR) == (2 * n, n)
+    assert elements(models.OURS) == (4 * n + stats, n + stats)
+    assert elements(models.KEPT_RMS) == (3 * n + stats, n + stats)
+    assert elements("keras Adam") == (4 * n, 3 * n)
+    # A vector keeps a full v; its statistics are as large as itself.
+    assert elements(models.OURS, shape=(8,)) == (4 * 8 + 8, 8 + 8)
+    # Row-sparse: the k gradient rows, the u rows of x, and what is whole.
+    rows, g, x = (k, u), k * width, u * width
+    assert elements(models.FLOOR, rows) == (g + x, x)
+    assert elements(models.OURS, rows) == (2 * g + n + x + stats, x + stats)
+    assert elements(models.KEPT_RMS, rows) == (2 * g + x + stats, x + stats)
+    assert elements("keras Adam", rows) == (g + 3 * n, 3 * n)
 
 
 def test_peak_worker_runs_every_contender():
@@ -74,12 +104,23 @@ def test_report_and_plot_are_written(tmp_path):
         assert list(cells) == list(models.PEAK)
     assert list(results["peak_sizes"]) == [str(n) for n in CFG["peak_sizes"]]
     assert len(results["bfloat16"]) == 3
+    assert list(results["bytes"]["f"]) == list(results["peak"])
+    assert list(results["bytes"]["b"]) == [BACKEND]
     report.write(results, tmp_path)
     written = (tmp_path / "results.md").read_text()
     committed = (run.HERE / "results.md").read_text()
     # The same sections and tables as the full run's report, on fewer rows.
     assert table_headers(written) == table_headers(committed)
-    assert table_headers(written)[1] == [f"## {s}. " for s in "abcdef"]
+    headers, sections = table_headers(written)
+    assert sections == [f"## {s}. " for s in "abcdefg"]
+    # b and f give the ratios to SGD, the targets' measure, and keep the
+    # ratios the README quotes.
+    b, f = (h for h in headers if h.startswith("| backend | contender | ms |"))
+    assert b.endswith(f"| x {models.OURS} | x SGD |")
+    assert f.endswith("| x keras Adam | x SGD |")
+    # g: a sentence per step on its target, ours against SGD.
+    steps = len(results["bytes"]["f"]) + len(results["bytes"]["b"])
+    assert written.count("x SGD, target ") == steps
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
