@@ -229,3 +229,28 @@ def test_clipping_a_sparse_gradient_passed_into_a_traced_step(option):
     sparse = run_traced([sparse_gradient(v, shape) for v in values])
     dense = run_traced([tf.constant(dense_gradient(v, shape)) for v in values])
     assert max_rel_diff(sparse, dense) <= 1e-6
+
+
+@pytest.mark.parametrize("poison", ["duplicate", "dropped"])
+def test_a_nan_reaches_the_statistics_as_from_the_dense_gradient(poison):
+    """A NaN in a row whose index occurs again, or beside a dropped index
+    that stands at row 0, is not lost from the row statistic: the state is
+    the dense gradient's, NaN where its is."""
+    shape, rng = (6, 4), np.random.default_rng(7)
+    # TensorFlow drops a negative index; JAX counts it from the end.
+    dropped = -1 if BACKEND == "tensorflow" else 99
+    indices = np.asarray([2, 0, 2] if poison == "duplicate" else [0, dropped])
+    values = rng.standard_normal((len(indices), 4)).astype("float32")
+    values[0, 1] = np.nan
+    kept = (indices >= 0) & (indices < 6)
+    dense = np.zeros(shape, "float32")
+    np.add.at(dense, indices[kept], values[kept])
+    states = []
+    for g in (sparse_gradient(values, shape, indices), dense):
+        variable = keras.Variable(np.ones(shape, "float32"))
+        optimizer = Adafactor()
+        optimizer.apply([g], [variable])
+        states.append([to_numpy(v) for v in optimizer.variables[2:]])
+    for sparse_state, dense_state in zip(*states):
+        np.testing.assert_array_equal(np.isnan(sparse_state), np.isnan(dense_state))
+    assert np.isnan(states[0][0]).any()  # r, where the NaN's row is

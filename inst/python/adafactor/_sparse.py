@@ -74,8 +74,9 @@ class AllRows:
         """A statistic's update at the touched rows, as one of `shape`."""
         return update
 
-    def merge(self, decayed, new):
-        """A statistic: `new` at the touched rows, `decayed` elsewhere."""
+    def statistic(self, decay, old, new, term):
+        """The new row statistic, given `new`, its value at the touched
+        rows, and `term`, what they add to it (see _kernels.Moments)."""
         return new
 
     def write(self, delta):
@@ -97,12 +98,12 @@ class SomeRows(AllRows):
     def spread(self, update, shape):
         return ops.scatter(ops.expand_dims(self.indices, -1), update, shape)
 
-    def merge(self, decayed, new):
-        # A statistic only grows with the square it adds, so at each index
-        # the largest value is the one of its last occurrence, the others
-        # holding `decayed` (they add zeros).
-        top = ops.segment_max(new, self.indices, num_segments=decayed.shape[0])
-        return ops.maximum(decayed, top)
+    def statistic(self, decay, old, new, term):
+        # Every row decays; the touched ones add their terms, an index's
+        # earlier occurrences zeros. (The touched rows' `new` cannot simply
+        # replace the old values: a NaN would be lost where an index occurs
+        # more than once.)
+        return decay(old, self.spread(term, old.shape))
 
     def write(self, delta):
         return _kernels.sparse_like(self.gradient, self.indices, delta, self.shape)

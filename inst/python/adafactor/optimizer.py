@@ -121,7 +121,8 @@ class Adafactor(keras.optimizers.Optimizer):
       flush subnormals to zero (TensorFlow, XLA, GPUs).
     - Sparse gradients. IndexedSlices and row BCOO gradients have their
       duplicate indices summed before squaring (and before Keras clips
-      them), and only the touched rows of the variable are written.
+      them), and only the touched rows of the variable are written (for a
+      variable of rank <= 2; one of higher rank takes it dense).
     - `relative_step`. As documented, the step size is
       `min(learning_rate, 1 / sqrt(t))` only when `learning_rate` is a
       constant and `relative_step=True`. With `relative_step=False` a constant
@@ -329,13 +330,14 @@ class Adafactor(keras.optimizers.Optimizer):
         rows, g = touched_rows(gradient, variable.shape, every_row)
         g = ops.cast(g, dtype)
         step = ops.cast(self.iterations + 1, dtype)
-        # beta_2t = 1 - t^beta_2_decay.
+        # beta_2t = 1 - t^beta_2_decay, t counted from decay_offset (from 1).
         decay = Decay.at(step - self.decay_offset, self.beta_2_decay, self.epsilon_1)
         if v is None:
             # R_t = beta_2t R_{t-1} + (1 - beta_2t) mean_j(G_t^2 + eps_1),
             # and C_t over i, from one pass over G_t.
             moments = _kernels.factored_moments(g, rows.take(r), decay, variable.shape)
-            new_r = self._store(r, rows.merge(decay(r), moments.r))
+            new_r = rows.statistic(decay, r, moments.r, moments.r_term)
+            new_r = self._store(r, new_r)
             new_c = self._store(c, decay(c, moments.c_term))
             # U_t = G_t / sqrt(V_t), V_t = R_t C_t / mean(R_t): G_t times
             # a row factor and a column factor.
@@ -349,10 +351,10 @@ class Adafactor(keras.optimizers.Optimizer):
             new_v = self._store(v, decay(v, rows.spread(decay.squares(g), v.shape)))
             update = _kernels.Elementwise(g * ops.rsqrt(rows.take(new_v)))
             mean_u2 = ops.sum(ops.square(update.u)) / math.prod(variable.shape)
-        # U_t / max(1, RMS(U_t) / d), times alpha_t = max(eps_2, RMS(X)) rho_t.
-        scale = self._step_size(learning_rate, step, dtype) / ops.maximum(
-            1.0, ops.sqrt(mean_u2) / self.clip_threshold
-        )
+        # U_t / max(1, RMS(U_t) / d): the clip.
+        clip = ops.maximum(1.0, ops.sqrt(mean_u2) / self.clip_threshold)
+        # alpha_t = max(eps_2, RMS(X_{t-1})) rho_t, over the clip.
+        scale = self._step_size(learning_rate, step, dtype) / clip
         if self.scale_parameter:
             rms_x = _kernels.root_mean_square(variable, dtype)
             scale = scale * ops.maximum(self.epsilon_2, rms_x)
