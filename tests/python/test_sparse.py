@@ -231,6 +231,30 @@ def test_clipping_a_sparse_gradient_passed_into_a_traced_step(option):
     assert max_rel_diff(sparse, dense) <= 1e-6
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="IndexedSlices are TensorFlow's")
+@pytest.mark.parametrize("shape", [(6, 4), (6,)])
+def test_a_sparse_gradient_whose_row_shape_tracing_lost(shape):
+    # MultiWorkerMirroredStrategy's all-gather of IndexedSlices gives values
+    # whose rows' shape is unknown when the step is traced.
+    import tensorflow as tf
+
+    x0, values = problem(shape, seed=7)
+    variable = keras.Variable(x0)
+    optimizer = Adafactor(learning_rate=0.1)
+    optimizer.build([variable])
+    unknown = tf.TensorSpec([None] * len(shape), tf.float32)
+
+    @tf.function(input_signature=[unknown])
+    def step(rows):
+        slices = tf.IndexedSlices(rows, tf.constant(INDICES), tf.constant(shape))
+        optimizer.apply([slices], [variable])
+
+    for v in values:
+        step(v)
+    want = run({"learning_rate": 0.1}, x0, [dense_gradient(v, shape) for v in values])
+    assert max_rel_diff(to_numpy(variable), want) <= 1e-6
+
+
 @pytest.mark.parametrize("poison", ["duplicate", "dropped"])
 def test_a_nan_reaches_the_statistics_as_from_the_dense_gradient(poison):
     """A NaN in a row whose index occurs again, or beside a dropped index

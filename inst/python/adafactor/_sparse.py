@@ -24,8 +24,9 @@ def row_sparse(gradient):
     return None
 
 
-def sum_duplicates(indices, values, num_rows):
-    """Sum the rows of a row-sparse gradient that share an index.
+def sum_duplicates(indices, values, shape):
+    """Sum the rows of a row-sparse gradient of a variable of `shape` that
+    share an index.
 
     Indices mean what they mean in the backend's dense form of the gradient,
     which Keras's other optimizers see: JAX counts a negative index from the
@@ -39,6 +40,9 @@ def sum_duplicates(indices, values, num_rows):
     static, so this compiles under XLA and jit.
     """
     indices = ops.convert_to_tensor(indices)  # checked before any cast
+    # The rows' shape is the variable's, also where tracing lost it (as
+    # MultiWorkerMirroredStrategy's all-gather of IndexedSlices does).
+    num_rows, values = shape[0], ops.reshape(values, (-1,) + shape[1:])
     if _kernels.negative_indices_count_from_end():
         indices = ops.where(indices < 0, indices + num_rows, indices)
     positions = ops.arange(ops.shape(indices)[0], dtype="int32")
@@ -47,7 +51,7 @@ def sum_duplicates(indices, values, num_rows):
     valid = ops.logical_and(indices >= 0, indices < num_rows)
     indices = ops.cast(ops.where(valid, indices, 0), "int32")
     owner = ops.where(valid, ops.take(last, indices), positions)
-    kept = ops.reshape(valid, (-1,) + (1,) * (len(values.shape) - 1))
+    kept = ops.reshape(valid, (-1,) + (1,) * (len(shape) - 1))
     values = ops.where(kept, values, ops.zeros((), values.dtype))
     return indices, ops.segment_sum(values, owner, num_segments=ops.shape(owner)[0])
 
@@ -59,7 +63,7 @@ def coalesced(gradient, shape):
     if rows is None:
         return gradient
     shape = tuple(shape)
-    indices, values = sum_duplicates(*rows, num_rows=shape[0])
+    indices, values = sum_duplicates(*rows, shape)
     return _kernels.sparse_like(gradient, indices, values, shape)
 
 
@@ -118,5 +122,5 @@ def touched_rows(gradient, shape, every_row=False):
     rows = None if every_row or len(shape) > 2 else row_sparse(gradient)
     if rows is None:
         return AllRows(), _kernels.dense(gradient)
-    indices, values = sum_duplicates(*rows, num_rows=shape[0])
+    indices, values = sum_duplicates(*rows, shape)
     return SomeRows(indices, gradient, shape), values
