@@ -37,62 +37,74 @@ def free_ports(count):
     return ports
 
 
-def start(spec, processes, out):
-    """Starts `processes` workers of one run; returns their Popen objects."""
-    out.mkdir(parents=True, exist_ok=True)
+def workers(spec, processes, out):
+    """The command of each process of a run of multiprocess_worker.py."""
     ports = free_ports(processes)
+    given = dict(spec, processes=processes, port=ports[0], ports=ports, out=str(out))
+    return [
+        [sys.executable, str(WORKER), json.dumps(dict(given, process=index))]
+        for index in range(processes)
+    ]
+
+
+def start(commands, out):
+    """Starts one process per command, each writing to its own files in
+    `out`; returns their Popen objects."""
+    out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    workers = []
-    for index in range(processes):
-        given = dict(
-            spec,
-            process=index,
-            processes=processes,
-            port=ports[0],
-            ports=ports,
-            out=str(out),
-        )
-        log = open(out / f"log-{index}.txt", "w")  # noqa: SIM115 - closed by end()
-        workers.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKER), json.dumps(given)],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env=env,
-                start_new_session=True,
+    started = []
+    for index, command in enumerate(commands):
+        with (
+            open(out / f"stdout-{index}.txt", "w") as stdout,
+            open(out / f"stderr-{index}.txt", "w") as stderr,
+        ):
+            started.append(
+                subprocess.Popen(
+                    command,
+                    stdout=stdout,
+                    stderr=stderr,
+                    env=env,
+                    start_new_session=True,
+                )
             )
-        )
-    return workers
+    return started
 
 
-def end(workers):
-    """Ends every worker still running, by its process id."""
-    for worker in workers:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
+def end(started):
+    """Ends every process still running, by its process id."""
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def finish(commands, out):
+    """Runs the commands to completion. A process that fails ends the others
+    at once: they would wait for it."""
+    started = start(commands, out)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while any(p.poll() is None for p in started):
+            failed = [p for p in started if p.poll() not in (None, 0)]
+            assert not failed and time.monotonic() < deadline, logs(out, len(started))
+            time.sleep(0.2)
+        assert all(p.returncode == 0 for p in started), logs(out, len(started))
+    finally:
+        end(started)
 
 
 def run(spec, processes, out):
-    """Runs the workers to completion; returns the facts each printed. A
-    worker that fails ends the others at once: they would wait for it."""
-    workers = start(spec, processes, out)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while any(w.poll() is None for w in workers):
-            failed = [w for w in workers if w.poll() not in (None, 0)]
-            assert not failed and time.monotonic() < deadline, logs(out, processes)
-            time.sleep(0.2)
-        assert all(w.returncode == 0 for w in workers), logs(out, processes)
-        return [json.loads(w.stdout.read().strip().splitlines()[-1]) for w in workers]
-    finally:
-        end(workers)
+    """Runs the workers; returns the facts each printed."""
+    finish(workers(spec, processes, out), out)
+    return [
+        json.loads((out / f"stdout-{index}.txt").read_text().splitlines()[-1])
+        for index in range(processes)
+    ]
 
 
 def logs(out, processes):
     return "\n".join(
-        (out / f"log-{index}.txt").read_text()[-1500:] for index in range(processes)
+        (out / f"stderr-{index}.txt").read_text()[-1500:] for index in range(processes)
     )
 
 
@@ -114,19 +126,19 @@ def run_until_stalled(spec, processes, out, stalled):
     """Runs the workers until worker `stalled` signals from the middle of an
     epoch, then kills it and, by their process ids, the workers waiting for
     it."""
-    workers = start(spec, processes, out)
+    started = start(workers(spec, processes, out), out)
     try:
         signal_file = out / f"stalled-{stalled}"
         deadline = time.monotonic() + TIMEOUT
         while not signal_file.exists():
-            failed = [w for w in workers if w.poll() is not None]
+            failed = [p for p in started if p.poll() is not None]
             assert not failed and time.monotonic() < deadline, logs(out, processes)
             time.sleep(0.2)
-        os.killpg(workers[stalled].pid, signal.SIGKILL)
-        workers[stalled].wait()
+        os.killpg(started[stalled].pid, signal.SIGKILL)
+        started[stalled].wait()
     finally:
-        end(workers)
-    return [w.returncode for w in workers]
+        end(started)
+    return [p.returncode for p in started]
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +254,34 @@ def test_tf_multi_worker_fit_fares_as_with_keras_own_optimizer(runs):
     double, _ = runs("tensorflow-train-none-2")
     for facts in double:
         assert facts["fit"]["ours"] == facts["fit"]["keras SGD"]
+
+
+RECIPE = Path(__file__).parents[2] / "inst" / "examples" / "data_parallel.R"
+
+
+@pytest.mark.r
+def test_the_r_recipe_trains_across_two_processes_as_in_one(tmp_path, monkeypatch):
+    """The README's R recipe (inst/examples/data_parallel.R): DataParallel
+    across 2 processes x 2 devices, from R through reticulate, trains as 1
+    process x 4 devices."""
+    library = os.environ.get("ADAFACTOR_R_LIBRARY", str(RECIPE.parents[2] / ".rlib"))
+    monkeypatch.setenv("R_LIBS", library)
+    monkeypatch.setenv(
+        "RETICULATE_PYTHON", os.environ.get("RETICULATE_PYTHON", sys.executable)
+    )
+    (port,) = free_ports(1)
+
+    def recipe(processes, weights):
+        address = f"127.0.0.1:{port}"
+        return [
+            ["Rscript", str(RECIPE), str(index), str(processes), address, str(weights)]
+            for index in range(processes)
+        ]
+
+    finish(recipe(1, tmp_path / "one.npz"), tmp_path / "one")
+    finish(recipe(2, tmp_path / "two.npz"), tmp_path / "two")
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert sorted(one) == sorted(two) and len(one) == 4
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], rtol=0, atol=ROUNDING)
+    assert np.abs(one["weight4"]).max() > 0  # trained: the bias starts at 0
