@@ -131,6 +131,14 @@
 #'   nearest, so that updates smaller than half a unit in the last place are
 #'   kept on average. Uses Keras's random generator: reproducible with
 #'   `keras$utils$set_random_seed()`. Other dtypes are unaffected.
+#' @param beta_2_cap `NULL` or a number in `(0, 1)`. If set, the decay of the
+#'   second moment is capped: `beta_2_t = min(beta_2_t, beta_2_cap)`
+#'   (big_vision's `beta2_cap`: 0.999 there, lower against instabilities).
+#' @param beta_2 `NULL` or a number in `(0, 1)`. If set, the second moment
+#'   decays at this constant rate with the paper's bias correction,
+#'   `beta_2_t = beta_2 (1 - beta_2^(t-1)) / (1 - beta_2^t)` (Mesh
+#'   TensorFlow's `adafactor_decay_rate_adam`), and `beta_2_decay` is not
+#'   used: giving another `beta_2_decay` than the default is an error.
 #'
 #' @return A Keras 3 optimizer: the Python object `adafactor.Adafactor`, a
 #'   subclass of `keras.optimizers.Optimizer`. It needs Python (>=
@@ -177,7 +185,9 @@ optimizer_adafactor <- function(learning_rate = 0.001,
                                 min_dim_size_to_factor = NULL,
                                 factored = TRUE,
                                 decay_offset = 0,
-                                stochastic_rounding = FALSE) {
+                                stochastic_rounding = FALSE,
+                                beta_2_cap = NULL,
+                                beta_2 = NULL) {
   args <- python_args(mget(names(argument_types), environment()), list(...))
   pass_on_python_errors(do.call(adafactor_python()$Adafactor, args))
 }

@@ -32,6 +32,8 @@ class Adafactor:
         min_dim_size_to_factor=None,
         factored=True,
         decay_offset=0,
+        beta_2_cap=None,
+        beta_2=None,
     ):
         self.learning_rate = learning_rate
         self.beta_2_decay = beta_2_decay
@@ -44,6 +46,8 @@ class Adafactor:
         self.min_dim_size_to_factor = min_dim_size_to_factor
         self.factored = factored
         self.decay_offset = decay_offset
+        self.beta_2_cap = beta_2_cap
+        self.beta_2 = beta_2
         self.state = {}
         self.momentum = {}
         # The largest statistic, update entry or mean square met so far: the
@@ -62,6 +66,15 @@ class Adafactor:
             return self.learning_rate(t - 1)
         return self.learning_rate
 
+    def decay(self, t):
+        """beta_2 hat of the t-th step: the schedule 1 - t^beta_2_decay, or a
+        constant beta_2 with bias correction, then the cap."""
+        if self.beta_2 is None:
+            beta = 1 - t**self.beta_2_decay
+        else:
+            beta = self.beta_2 * (1 - self.beta_2 ** (t - 1)) / (1 - self.beta_2**t)
+        return beta if self.beta_2_cap is None else min(beta, self.beta_2_cap)
+
     def step(self, key, x, g, t):
         """Return x after the t-th step (t >= 1) with gradient g."""
         x = np.asarray(x, np.float64)
@@ -69,7 +82,7 @@ class Adafactor:
         rho = self.rate(t)
         if not callable(self.learning_rate) and self.relative_step:
             rho = min(rho, 1 / np.sqrt(t))
-        beta = 1 - max(t - self.decay_offset, 1) ** self.beta_2_decay
+        beta = self.decay(max(t - self.decay_offset, 1))
         g2 = g**2 + self.epsilon_1
         if self.factors(x.shape):
             r, c = self.state.get(

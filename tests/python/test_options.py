@@ -1,5 +1,6 @@
 """Options beyond keras.optimizers.Adafactor: momentum, parameter scaling,
-what is factored, the decay offset and stochastic rounding of bfloat16.
+what is factored, the decay offset, stochastic rounding of bfloat16, and the
+second-moment decay (a cap, or a constant beta_2 with bias correction).
 (What each option keeps as state is tested in test_memory.py.)"""
 
 import keras
@@ -29,6 +30,9 @@ SHAPES = [(6, 5), (5, 8), (7,), (3, 4, 5)]
         dict(factored=False),
         dict(decay_offset=3),
         dict(beta_1=0.5, momentum_dtype="float32", scale_parameter=False),
+        dict(beta_2_cap=0.6),
+        dict(beta_2=0.7),
+        dict(beta_2=0.999, beta_2_cap=0.9, decay_offset=2),
     ],
     ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()),
 )
@@ -118,6 +122,8 @@ EVERY_OPTION = dict(
     factored=True,
     decay_offset=10,
     stochastic_rounding=True,
+    beta_2_cap=0.95,
+    beta_2=0.999,
 )
 
 

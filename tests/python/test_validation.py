@@ -199,6 +199,24 @@ ARGUMENTS = {
         [True, False],
         [(1, TypeError, FLAG), (None, TypeError, FLAG)],
     ),
+    "beta_2_cap": Argument(
+        [None, 0.5, 0.999],
+        [
+            (1.0, ValueError, r"a number in \(0, 1\) or None"),
+            (0, ValueError, r"a number in \(0, 1\) or None"),
+            ("0.9", TypeError, r"\(0, 1\) or None"),
+            (0.99999999, ValueError, r"\(0, 1\) or None" + AS_FLOAT32),
+        ],
+    ),
+    "beta_2": Argument(
+        [None, 0.9, 0.999],
+        [
+            (1.0, ValueError, r"a number in \(0, 1\) or None"),
+            (-0.1, ValueError, r"a number in \(0, 1\) or None"),
+            (True, TypeError, r"\(0, 1\) or None"),
+            (1e-50, ValueError, r"\(0, 1\) or None" + AS_FLOAT32),
+        ],
+    ),
     # TensorFlow's name-scope rule: any other name breaks fit() there.
     "name": Argument(
         [None, "my_adafactor", ".hidden", "3d", "a.b>c-d\\e"],
@@ -277,6 +295,13 @@ def test_ema_momentum_checked_with_use_ema():
 def test_unknown_keyword_is_refused():
     with pytest.raises(ValueError, match="not recognized"):
         Adafactor(momentum=0.9)
+
+
+def test_beta_2_decay_beside_beta_2_is_refused():
+    # beta_2_decay is not used when beta_2 is set; its default is allowed.
+    Adafactor(beta_2=0.999, beta_2_decay=-0.8)
+    with pytest.raises(ValueError, match=r"`beta_2_decay` is not used when `beta_2`"):
+        Adafactor(beta_2=0.999, beta_2_decay=-0.5)
 
 
 def test_whole_numbers_become_ints():

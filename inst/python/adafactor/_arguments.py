@@ -88,6 +88,9 @@ _NORMAL = (
 _NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\>-]*")
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
+# beta_2_decay's default: any other value is an error beside beta_2.
+BETA_2_DECAY = -0.8
+
 # What each argument allows.
 RULES = {
     "beta_2_decay": _number(lambda x: x < 0, "a number < 0"),
@@ -117,6 +120,8 @@ RULES = {
     "factored": _FLAG,
     "decay_offset": _whole(lambda x: x >= 0, "a whole number >= 0"),
     "stochastic_rounding": _FLAG,
+    "beta_2_cap": _number(lambda x: 0 < x < 1, "a number in (0, 1)", True),
+    "beta_2": _number(lambda x: 0 < x < 1, "a number in (0, 1)", True),
     "name": Rule(
         lambda x: isinstance(x, str),
         lambda x: _NAME.fullmatch(x) is not None,
@@ -147,6 +152,13 @@ def validate(args):
                 shown += f" of type {_type_name(value)}"
             error = ValueError if kind(value) else TypeError
             raise error(f"Argument `{name}` must be {allowed}. Received: {shown}")
+    beta_2_decay = args["beta_2_decay"]
+    if args["beta_2"] is not None and beta_2_decay != BETA_2_DECAY:
+        raise ValueError(
+            "Argument `beta_2_decay` is not used when `beta_2` is set (a "
+            "constant decay with bias correction); give one of them. Received: "
+            f"beta_2_decay={_shown(beta_2_decay)}, beta_2={_shown(args['beta_2'])}"
+        )
 
 
 def _type_name(value):

@@ -24,7 +24,7 @@ import keras
 from keras import ops
 
 from adafactor import _kernels
-from adafactor._arguments import as_int, is_real, validate
+from adafactor._arguments import BETA_2_DECAY, as_int, is_real, validate
 from adafactor._saving import holds, pairing, restorable
 from adafactor._sparse import coalesced, row_sparse, touched_rows
 
@@ -32,8 +32,13 @@ _LOW_PRECISION = ("float16", "bfloat16")
 
 
 class Decay(NamedTuple):
-    """The step's second-moment decay: beta_2_t = 1 - t^beta_2_decay
-    (Section 7.2, t counted from decay_offset), and epsilon_1.
+    """The step's second-moment decay beta_2_t, and epsilon_1.
+
+    beta_2_t is 1 - t^beta_2_decay (Section 7.2), or, for a constant beta_2,
+    beta_2 (1 - beta_2^(t-1)) / (1 - beta_2^t): the bias correction of
+    Section 7.1 folded into the decay, as Mesh TensorFlow's
+    `adafactor_decay_rate_adam`. Either is capped at beta_2_cap if one is
+    given (big_vision's `beta2_cap`). t is counted from decay_offset.
 
     1 - beta_2_t is formed as itself, `share`: as 1 - beta it rounds to 0
     under a fast decay.
@@ -44,8 +49,15 @@ class Decay(NamedTuple):
     epsilon_1: float
 
     @classmethod
-    def at(cls, t, beta_2_decay, epsilon_1):
-        share = ops.power(ops.maximum(t, 1.0), beta_2_decay)
+    def at(cls, t, epsilon_1, beta_2_decay, beta_2=None, beta_2_cap=None):
+        t = ops.maximum(t, 1.0)
+        if beta_2 is None:
+            share = ops.power(t, beta_2_decay)
+        else:
+            # 1 - beta_2_t = (1 - beta_2) / (1 - beta_2^t).
+            share = (1.0 - beta_2) / -ops.expm1(t * math.log(beta_2))
+        if beta_2_cap is not None:
+            share = ops.maximum(share, 1.0 - beta_2_cap)
         return cls(1.0 - share, share, epsilon_1)
 
     def __call__(self, statistic, term=0.0):
@@ -167,12 +179,20 @@ class Adafactor(keras.optimizers.Optimizer):
         stochastic_rounding: Bool. Round the new value of a bfloat16 variable
             stochastically rather than to nearest, so that updates smaller
             than half an ulp survive on average.
+        beta_2_cap: None or a float in (0, 1). The decay is capped:
+            `beta_2_t = min(beta_2_t, beta_2_cap)` (big_vision's
+            `beta2_cap`; 0.999 there, lower against instabilities).
+        beta_2: None or a float in (0, 1). A constant decay with the paper's
+            bias correction: `beta_2_t = beta_2 (1 - beta_2^(t-1)) /
+            (1 - beta_2^t)` (Mesh TensorFlow's `adafactor_decay_rate_adam`).
+            When it is set, `beta_2_decay` is not used, and giving another
+            `beta_2_decay` than the default is an error.
     """
 
     def __init__(
         self,
         learning_rate=0.001,
-        beta_2_decay=-0.8,
+        beta_2_decay=BETA_2_DECAY,
         epsilon_1=1e-30,
         epsilon_2=1e-3,
         clip_threshold=1.0,
@@ -194,6 +214,8 @@ class Adafactor(keras.optimizers.Optimizer):
         factored=True,
         decay_offset=0,
         stochastic_rounding=False,
+        beta_2_cap=None,
+        beta_2=None,
         **kwargs,
     ):
         validate(locals())
@@ -225,6 +247,8 @@ class Adafactor(keras.optimizers.Optimizer):
         self.factored = factored
         self.decay_offset = int(decay_offset)
         self.stochastic_rounding = stochastic_rounding
+        self.beta_2_cap = None if beta_2_cap is None else float(beta_2_cap)
+        self.beta_2 = None if beta_2 is None else float(beta_2)
         if stochastic_rounding:
             self._seed_generator = keras.random.SeedGenerator(name="rounding")
             self._track_variable(self._seed_generator.state)
@@ -330,8 +354,14 @@ class Adafactor(keras.optimizers.Optimizer):
         rows, g = touched_rows(gradient, variable.shape, every_row)
         g = ops.cast(g, dtype)
         step = ops.cast(self.iterations + 1, dtype)
-        # beta_2t = 1 - t^beta_2_decay, t counted from decay_offset (from 1).
-        decay = Decay.at(step - self.decay_offset, self.beta_2_decay, self.epsilon_1)
+        # beta_2t (see Decay), t counted from decay_offset (from 1).
+        decay = Decay.at(
+            step - self.decay_offset,
+            self.epsilon_1,
+            self.beta_2_decay,
+            self.beta_2,
+            self.beta_2_cap,
+        )
         if v is None:
             # R_t = beta_2t R_{t-1} + (1 - beta_2t) mean_j(G_t^2 + eps_1),
             # and C_t over i, from one pass over G_t.
@@ -450,6 +480,8 @@ class Adafactor(keras.optimizers.Optimizer):
                 "factored": self.factored,
                 "decay_offset": self.decay_offset,
                 "stochastic_rounding": self.stochastic_rounding,
+                "beta_2_cap": self.beta_2_cap,
+                "beta_2": self.beta_2,
             }
         )
         return config
