@@ -62,5 +62,5 @@ if (process == 0L) {
   weights <- model$get_weights()
   names(weights) <- sprintf("weight%d", seq_along(weights))
   np <- import("numpy")
-  do.call(np$savez, c(list(args[[4]]), weights))
+  do.call(np$savez, c(list(args[[4]]), weights, rows = length(mine)))
 }

@@ -12,10 +12,22 @@ process), and prints one JSON line of facts for the test.
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 SPEC = json.loads(sys.argv[1])
+
+
+def leave_with_the_test(parent):
+    """Ends this process when the test that started it is gone, whatever
+    this process is doing (a collective waiting for a lost peer, say)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+threading.Thread(target=leave_with_the_test, args=(os.getppid(),), daemon=True).start()
 OUT = Path(SPEC["out"])
 PROCESS, PROCESSES = SPEC["process"], SPEC["processes"]
 os.environ["KERAS_BACKEND"] = SPEC["engine"]
@@ -103,9 +115,26 @@ def recording(optimizer):
     return optimizer
 
 
+BATCHES = set()
+FED = set()  # the rows this process feeds to each fit()
+
+
+def watching(model):
+    """The model, recording the size of the global batches its training step
+    is traced with."""
+    step = model.train_step
+
+    def train_step(*args):
+        BATCHES.add(int(keras.tree.flatten(args[-1])[0].shape[0]))
+        return step(*args)
+
+    model.train_step = train_step
+    return model
+
+
 def compile(model, optimizer=Adafactor):
     model.compile(optimizer=recording(optimizer(learning_rate=0.05)), loss="mse")
-    return model
+    return watching(model)
 
 
 # Under DataParallel across jax processes, each process feeds its own share
@@ -125,6 +154,7 @@ def local_rows(array):
 
 def fit(model, epochs, initial_epoch=0, callbacks=()):
     batch = BATCH // PROCESSES if SHARED else BATCH
+    FED.add(len(local_rows(X)))
     model.fit(
         local_rows(X),
         local_rows(Y),
@@ -156,8 +186,7 @@ def dump(model, name):
     state |= {
         f"optimizer:{i}": whole(v) for i, v in enumerate(model.optimizer.variables)
     }
-    if PROCESS == 0:
-        np.savez(OUT / f"{name}.npz", **state)
+    np.savez(OUT / f"{name}-{PROCESS}.npz", **state)
 
 
 def jax_distribution(layout):
@@ -183,9 +212,18 @@ def jax_distribution(layout):
 
 
 def shards(model):
-    """The shape each variable has in this process, beside its whole shape."""
+    """Each variable's whole shape, beside the extent of the part this
+    process holds (over all of its devices)."""
+
+    def held(value):
+        shards = [shard.index for shard in value.addressable_shards]
+        return [
+            len({i for index in shards for i in range(*index[axis].indices(size))})
+            for axis, size in enumerate(value.shape)
+        ]
+
     return {
-        v.path: [list(v.shape), list(v.value.addressable_shards[0].data.shape)]
+        v.path: [list(v.shape), held(v.value)]
         for v in list(model.weights) + list(model.optimizer.variables)
         if len(v.shape)
     }
@@ -247,8 +285,10 @@ def multi_worker_mirrored(facts):
                 fit(model, 1)
                 facts["fit"][name] = "trained"
             except Exception as error:  # noqa: BLE001 - the test reads it
-                facts["fit"][name] = type(error).__name__
-        GRADIENTS.clear()
+                message = str(error).splitlines()[0]
+                facts["fit"][name] = f"{type(error).__name__}: {message}"
+        for record in (GRADIENTS, BATCHES, FED):
+            record.clear()
     with strategy.scope():
         model = compile(build())
     data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(BATCH)
@@ -259,6 +299,7 @@ def multi_worker_mirrored(facts):
     batches = strategy.experimental_distribute_dataset(data.with_options(options))
 
     def replica_step(x, y):
+        BATCHES.add(x.shape[0])  # the rows of one replica, while traced
         with tf.GradientTape() as tape:
             error = tf.reduce_mean(tf.square(model(x, training=True) - y), axis=-1)
             loss = tf.reduce_sum(error) / BATCH  # a mean over the global batch
@@ -310,6 +351,8 @@ def resume(facts, layout):
         # every process, as in build().
         keras.utils.set_random_seed(0)
         model = keras.saving.load_model(Path(SPEC["source"]) / "trained-0.keras")
+        recording(model.optimizer)
+        watching(model)
     else:
         model = compile(build())
         model.optimizer.build(model.trainable_variables)
@@ -345,7 +388,7 @@ def run():
         {"train": train, "resume": resume, "backup": backup}[SPEC["task"]](
             facts, SPEC["layout"]
         )
-    facts["gradients"] = GRADIENTS
+    facts |= {"gradients": GRADIENTS, "batches": sorted(BATCHES), "fed": sorted(FED)}
     return facts
 
 

@@ -232,7 +232,7 @@ def test_clipping_a_sparse_gradient_passed_into_a_traced_step(option):
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="IndexedSlices are TensorFlow's")
-@pytest.mark.parametrize("shape", [(6, 4), (6,)])
+@pytest.mark.parametrize("shape", [(6, 4), (6, 1)])
 def test_a_sparse_gradient_whose_row_shape_tracing_lost(shape):
     # MultiWorkerMirroredStrategy's all-gather of IndexedSlices gives values
     # whose rows' shape is unknown when the step is traced.
@@ -253,6 +253,17 @@ def test_a_sparse_gradient_whose_row_shape_tracing_lost(shape):
         step(v)
     want = run({"learning_rate": 0.1}, x0, [dense_gradient(v, shape) for v in values])
     assert max_rel_diff(to_numpy(variable), want) <= 1e-6
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="IndexedSlices are TensorFlow's")
+def test_sparse_rows_of_another_shape_than_the_variables_are_refused():
+    import tensorflow as tf
+
+    variable = keras.Variable(np.ones((6, 4), "float32"))
+    rows = tf.ones((len(INDICES), 2, 2))
+    slices = tf.IndexedSlices(rows, tf.constant(INDICES), tf.constant((6, 4)))
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
+        Adafactor().apply([slices], [variable])
 
 
 @pytest.mark.parametrize("poison", ["duplicate", "dropped"])

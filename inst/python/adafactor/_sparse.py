@@ -40,9 +40,11 @@ def sum_duplicates(indices, values, shape):
     static, so this compiles under XLA and jit.
     """
     indices = ops.convert_to_tensor(indices)  # checked before any cast
-    # The rows' shape is the variable's, also where tracing lost it (as
-    # MultiWorkerMirroredStrategy's all-gather of IndexedSlices does).
-    num_rows, values = shape[0], ops.reshape(values, (-1,) + shape[1:])
+    num_rows = shape[0]
+    if None in tuple(values.shape)[1:]:
+        # The rows' shape is the variable's where tracing lost it, as
+        # MultiWorkerMirroredStrategy's all-gather of IndexedSlices does.
+        values = ops.reshape(values, (-1,) + shape[1:])
     if _kernels.negative_indices_count_from_end():
         indices = ops.where(indices < 0, indices + num_rows, indices)
     positions = ops.arange(ops.shape(indices)[0], dtype="int32")
