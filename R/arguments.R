@@ -17,7 +17,8 @@ argument_types <- list(
   loss_scale_factor = "number", gradient_accumulation_steps = "whole",
   beta_1 = "number", momentum_dtype = "string", scale_parameter = "flag",
   min_dim_size_to_factor = "whole", factored = "flag", decay_offset = "whole",
-  stochastic_rounding = "flag", beta_2_cap = "number", beta_2 = "number"
+  stochastic_rounding = "flag", beta_2_cap = "number", beta_2 = "number",
+  factor_dims = "string"
 )
 
 # Python keyword arguments accepted in `...`; none yet.

@@ -139,6 +139,11 @@
 #'   `beta_2_t = beta_2 (1 - beta_2^(t-1)) / (1 - beta_2^t)` (Mesh
 #'   TensorFlow's `adafactor_decay_rate_adam`), and `beta_2_decay` is not
 #'   used: giving another `beta_2_decay` than the default is an error.
+#' @param factor_dims `"last"` (the default) or `"largest"`: the two axes a
+#'   variable of rank 3 or more is factored over, its last two (as Keras and
+#'   torch) or its two largest (as optax and T5X), the others kept as batch
+#'   axes. For a `(768, 12, 64)` attention kernel, `"last"` keeps 58,368
+#'   statistics and `"largest"` 9,984.
 #'
 #' @return A Keras 3 optimizer: the Python object `adafactor.Adafactor`, a
 #'   subclass of `keras.optimizers.Optimizer`. It needs Python (>=
@@ -187,7 +192,8 @@ optimizer_adafactor <- function(learning_rate = 0.001,
                                 decay_offset = 0,
                                 stochastic_rounding = FALSE,
                                 beta_2_cap = NULL,
-                                beta_2 = NULL) {
+                                beta_2 = NULL,
+                                factor_dims = "last") {
   args <- python_args(mget(names(argument_types), environment()), list(...))
   pass_on_python_errors(do.call(adafactor_python()$Adafactor, args))
 }

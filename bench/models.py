@@ -89,13 +89,13 @@ class Peer(NamedTuple):
     step: object  # shapes -> a function running one update step
 
 
-def optax_state(shapes):
+def optax_state(shapes, **options):
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
 
-    state = optax.adafactor(1e-3).init([jnp.zeros(s) for s in shapes])
+    state = optax.adafactor(1e-3, **options).init([jnp.zeros(s) for s in shapes])
     leaves = jax.tree_util.tree_leaves(state)
     return int(sum(np.prod(x.shape) for x in leaves))
 

@@ -29,10 +29,14 @@ from bench.models import (
     embedding,
     embedding_batch,
     make,
+    optax_state,
     reference_transformer,
     reversing_transformer,
     sizes,
 )
+
+# Ours again in section a, factoring the two largest dimensions (as optax).
+LARGEST = (OURS, {"factor_dims": "largest"})
 
 
 def state(cfg):
@@ -45,14 +49,21 @@ def state(cfg):
 
     backend = keras.backend.backend()
     params = reference_transformer(cfg).trainable_variables
+    shapes = [tuple(v.shape) for v in params]
     if backend in PEERS:
         peer = PEERS[backend]
-        return {peer.name: peer.state([tuple(v.shape) for v in params])}
+        out = {peer.name: peer.state(shapes)}
+        if backend == "jax":  # optax factoring as ours does, every matrix
+            out[f"{peer.name}, min_dim_size_to_factor=1"] = optax_state(
+                shapes, min_dim_size_to_factor=1
+            )
+        return out
     out = {"parameters": elements(params)}
-    for name in STATEFUL:
-        opt = make(name)
+    for name, options in [(n, {}) for n in STATEFUL] + [LARGEST]:
+        opt = make(name, **options)
         opt.build(params)
-        out[name] = elements(state_variables(opt))
+        label = ", ".join([name] + [f"{k}={v!r}" for k, v in options.items()])
+        out[label] = elements(state_variables(opt))
     return out
 
 

@@ -34,6 +34,7 @@ class Adafactor:
         decay_offset=0,
         beta_2_cap=None,
         beta_2=None,
+        factor_dims="last",
     ):
         self.learning_rate = learning_rate
         self.beta_2_decay = beta_2_decay
@@ -48,6 +49,7 @@ class Adafactor:
         self.decay_offset = decay_offset
         self.beta_2_cap = beta_2_cap
         self.beta_2 = beta_2
+        self.factor_dims = factor_dims
         self.state = {}
         self.momentum = {}
         # The largest statistic, update entry or mean square met so far: the
@@ -58,7 +60,10 @@ class Adafactor:
         if not self.factored or len(shape) < 2:
             return False
         least = self.min_dim_size_to_factor
-        return least is None or min(shape[-2:]) >= least
+        return (
+            least is None
+            or min(shape[a] for a in pair(shape, self.factor_dims)) >= least
+        )
 
     def rate(self, t):
         """The learning rate the user gave, for the t-th step (t >= 1)."""
@@ -85,13 +90,17 @@ class Adafactor:
         beta = self.decay(max(t - self.decay_offset, 1))
         g2 = g**2 + self.epsilon_1
         if self.factors(x.shape):
+            # Rows along axis a, columns along axis b (a < b), the other
+            # axes kept as they are.
+            a, b = pair(x.shape, self.factor_dims)
             r, c = self.state.get(
-                key, (np.zeros(x.shape[:-1]), np.zeros(x.shape[:-2] + x.shape[-1:]))
+                key, (np.zeros(g2.mean(axis=b).shape), np.zeros(g2.mean(axis=a).shape))
             )
-            r = beta * r + (1 - beta) * g2.mean(axis=-1)
-            c = beta * c + (1 - beta) * g2.mean(axis=-2)
+            r = beta * r + (1 - beta) * g2.mean(axis=b)
+            c = beta * c + (1 - beta) * g2.mean(axis=a)
             self.state[key] = (r, c)
-            big_v = r[..., :, None] * c[..., None, :] / r.mean(axis=-1)[..., None, None]
+            r_mean = np.expand_dims(r.mean(axis=a), (a, b))
+            big_v = np.expand_dims(r, b) * np.expand_dims(c, a) / r_mean
         else:
             v = self.state.get(key, np.zeros(x.shape))
             v = beta * v + (1 - beta) * g2
@@ -129,13 +138,24 @@ def run(x0, grads, **kwargs):
     return path, opt.largest
 
 
-def state_size(shapes):
+def pair(shape, factor_dims):
+    """The axes (a, b), a < b, a variable of rank >= 2 is factored over: its
+    last two, or its two largest (as optax: the last two of NumPy's argsort,
+    which breaks ties)."""
+    if factor_dims == "last" or len(shape) == 2:
+        return len(shape) - 2, len(shape) - 1
+    a, b = sorted(int(i) for i in np.argsort(shape)[-2:])
+    return a, b
+
+
+def state_size(shapes, factor_dims="last"):
     """Elements of the factored floor: r and c for rank >= 2, else v."""
     total = 0
     for shape in shapes:
         if len(shape) >= 2:
-            total += int(np.prod(shape[:-1]))
-            total += int(np.prod(shape[:-2])) * shape[-1]
+            a, b = pair(shape, factor_dims)
+            whole = int(np.prod(shape))
+            total += whole // shape[b] + whole // shape[a]
         else:
             total += int(np.prod(shape))
     return total

@@ -10,8 +10,15 @@ import oracle
 from adafactor import Adafactor
 from tools.harness import elements, state_variables, transformer
 
-SHAPES = [(), (5,), (3, 4), (2, 3, 4), (6, 5)]
-FACTORED = [[()], [(5,)], [(3,), (4,)], [(2, 3), (2, 4)], [(6,), (5,)]]
+SHAPES = [(), (5,), (3, 4), (2, 3, 4), (4, 2, 3), (6, 5)]
+FACTORED = [
+    [()],
+    [(5,)],
+    [(3,), (4,)],
+    [(2, 3), (2, 4)],
+    [(4, 2), (4, 3)],
+    [(6,), (5,)],
+]
 
 
 def flat(per_variable):
@@ -23,12 +30,21 @@ def flat(per_variable):
     [
         ({}, flat(FACTORED)),
         # Factored only where both of the last two dimensions are >= 4.
-        (dict(min_dim_size_to_factor=4), [(), (5,), (3, 4), (2, 3, 4), (6,), (5,)]),
+        (
+            dict(min_dim_size_to_factor=4),
+            [(), (5,), (3, 4), (2, 3, 4), (4, 2, 3), (6,), (5,)],
+        ),
         (dict(factored=False), SHAPES),
         # Momentum: one buffer the size of each variable, after its statistics.
         (dict(beta_1=0.9), flat(f + [s] for f, s in zip(FACTORED, SHAPES))),
+        # The two largest dimensions: the last two but for (4, 2, 3), whose
+        # rows are its first axis, kept after the batch axis.
+        (
+            dict(factor_dims="largest"),
+            flat(FACTORED[:4] + [[(2, 4), (2, 3)]] + FACTORED[5:]),
+        ),
     ],
-    ids=["default", "min_dim_size_to_factor", "factored=False", "beta_1"],
+    ids=["default", "min_dim_size_to_factor", "factored=False", "beta_1", "largest"],
 )
 def test_state_shapes(kwargs, expected):
     variables = [keras.Variable(np.zeros(s, "float32")) for s in SHAPES]
@@ -61,3 +77,28 @@ def test_a_transformer_keeps_the_factored_floor_named_after_its_variables():
         expected += [f"{prefix}_{s}" for s in ("r", "c") if len(var.shape) >= 2]
         expected += [f"{prefix}_v"] if len(var.shape) < 2 else []
     assert [v.name for v in state] == expected
+
+
+def test_the_two_largest_dimensions_keep_fewer_statistics_of_attention():
+    """On the reference Transformer, factor_dims="largest" keeps the factored
+    floor of its dimensions, which optax keeps too (with its
+    min_dim_size_to_factor=1, and besides a placeholder per statistic it
+    does not need), and less than the last two for attention kernels."""
+    optax = pytest.importorskip("optax")
+    import jax
+    import jax.numpy as jnp
+
+    model = transformer(vocab=50, length=8, d_model=16, heads=2, ff=64, blocks=1)
+    params = model.trainable_variables
+    shapes = [tuple(v.shape) for v in params]
+    counts = {}
+    for factor_dims in ("last", "largest"):
+        optimizer = Adafactor(factor_dims=factor_dims)
+        optimizer.build(params)
+        counts[factor_dims] = elements(state_variables(optimizer))
+        assert counts[factor_dims] == oracle.state_size(shapes, factor_dims)
+    state = optax.adafactor(1e-3, min_dim_size_to_factor=1).init(
+        [jnp.zeros(s) for s in shapes]
+    )
+    leaves = [x for x in jax.tree_util.tree_leaves(state) if x.shape not in ((), (1,))]
+    assert sum(x.size for x in leaves) == counts["largest"] < counts["last"]

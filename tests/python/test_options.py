@@ -1,6 +1,7 @@
 """Options beyond keras.optimizers.Adafactor: momentum, parameter scaling,
 what is factored, the decay offset, stochastic rounding of bfloat16, and the
-second-moment decay (a cap, or a constant beta_2 with bias correction).
+second-moment decay (a cap, or a constant beta_2 with bias correction), and
+the axes a variable is factored over.
 (What each option keeps as state is tested in test_memory.py.)"""
 
 import keras
@@ -18,7 +19,9 @@ from helpers import (
     to_numpy,
 )
 
-SHAPES = [(6, 5), (5, 8), (7,), (3, 4, 5)]
+# (6, 3, 5) and (2, 7, 4, 3) are factored over other axes than their last two
+# with factor_dims="largest".
+SHAPES = [(6, 5), (5, 8), (7,), (3, 4, 5), (6, 3, 5), (2, 7, 4, 3)]
 
 
 @pytest.mark.parametrize(
@@ -33,6 +36,8 @@ SHAPES = [(6, 5), (5, 8), (7,), (3, 4, 5)]
         dict(beta_2_cap=0.6),
         dict(beta_2=0.7),
         dict(beta_2=0.999, beta_2_cap=0.9, decay_offset=2),
+        dict(factor_dims="largest"),
+        dict(factor_dims="largest", min_dim_size_to_factor=4, beta_1=0.9),
     ],
     ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()),
 )
@@ -85,6 +90,21 @@ def test_optax_agrees_where_the_algorithms_coincide(ours, theirs):
         assert max_rel_diff(a, b) <= 1e-5, shape
 
 
+def test_optax_agrees_on_factoring_the_two_largest_dimensions():
+    # optax factors the two largest dimensions; (4, 4, 2) is a tie.
+    shapes = [(6, 3, 5), (3, 8, 5), (2, 6, 4, 5), (4, 4, 2), (5, 7)]
+    x0s, grads = random_problem(shapes, steps=25, seed=33)
+    args = dict(learning_rate=0.02, relative_step=False)
+    got = apply_steps(Adafactor(factor_dims="largest", **args), x0s, grads)[-1]
+    want = optax_trajectory(x0s, grads, learning_rate=0.02)
+    last = apply_steps(Adafactor(**args), x0s, grads)[-1]
+    for shape, a, b, c in zip(shapes, got, want, last):
+        assert max_rel_diff(a, b) <= 1e-5, shape
+        # Where the largest are not the last two, the last two differ.
+        differs = sorted(np.argsort(shape)[-2:]) != [len(shape) - 2, len(shape) - 1]
+        assert (max_rel_diff(c, b) > 1e-3) == differs, shape
+
+
 def _constant_gradient_run(dtype, stochastic_rounding, steps=100):
     keras.utils.set_random_seed(0)
     x = keras.Variable(np.ones((64, 64)), dtype=dtype)
@@ -124,6 +144,7 @@ EVERY_OPTION = dict(
     stochastic_rounding=True,
     beta_2_cap=0.95,
     beta_2=0.999,
+    factor_dims="largest",
 )
 
 
@@ -153,3 +174,32 @@ def test_bfloat16_weights_train_with_stochastic_rounding_in_fit():
     )
     assert model.layers[0].kernel.dtype == "bfloat16"
     assert np.isfinite(losses[-1]) and losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution")
+@pytest.mark.parametrize(
+    "factor_dims, r_axes, c_axes",
+    [
+        # (rows of 6, heads of 3, 5 per head), sharded by heads.
+        ("last", (None, "model"), (None, None)),
+        # The largest are axes 0 and 2: heads become the batch axis.
+        ("largest", ("model", None), ("model", None)),
+    ],
+)
+def test_sharded_statistics_follow_the_factored_axes(factor_dims, r_axes, c_axes):
+    devices = keras.distribution.list_devices()[:1]
+    mesh = keras.distribution.DeviceMesh((1, 1), ["batch", "model"], devices)
+    layouts = keras.distribution.LayoutMap(mesh)
+    layouts[".*kernel"] = (None, "model", None)
+    keras.distribution.set_distribution(
+        keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch")
+    )
+    try:
+        layer = keras.layers.EinsumDense("ab,bcd->acd", (3, 5), name="attention")
+        layer.build((2, 6))
+        optimizer = Adafactor(factor_dims=factor_dims)
+        optimizer.build(layer.trainable_variables)
+    finally:
+        keras.distribution.set_distribution(None)
+    r, c = optimizer.variables[2:4]
+    assert (tuple(r._layout.axes), tuple(c._layout.axes)) == (r_axes, c_axes)

@@ -217,6 +217,15 @@ ARGUMENTS = {
             (1e-50, ValueError, r"\(0, 1\) or None" + AS_FLOAT32),
         ],
     ),
+    "factor_dims": Argument(
+        ["last", "largest"],
+        [
+            ("first", ValueError, 'one of "last", "largest"'),
+            ("Last", ValueError, 'one of "last", "largest"'),
+            (2, TypeError, 'one of "last", "largest"'),
+            (None, TypeError, 'one of "last", "largest"'),
+        ],
+    ),
     # TensorFlow's name-scope rule: any other name breaks fit() there.
     "name": Argument(
         [None, "my_adafactor", ".hidden", "3d", "a.b>c-d\\e"],

@@ -9,7 +9,8 @@ test_that("the signature is keras3's optimizer_adafactor()", {
     # beyond keras3, after its arguments:
     beta_1 = NULL, momentum_dtype = "float32", scale_parameter = TRUE,
     min_dim_size_to_factor = NULL, factored = TRUE, decay_offset = 0,
-    stochastic_rounding = FALSE, beta_2_cap = NULL, beta_2 = NULL
+    stochastic_rounding = FALSE, beta_2_cap = NULL, beta_2 = NULL,
+    factor_dims = "last"
   )
   expect_identical(formals(optimizer_adafactor), as.pairlist(expected))
 })
@@ -32,7 +33,8 @@ test_that("every argument reaches Python", {
     ema_overwrite_frequency = 5, name = "mine", loss_scale_factor = 8,
     gradient_accumulation_steps = 3, beta_1 = 0.9, momentum_dtype = "bfloat16",
     scale_parameter = FALSE, min_dim_size_to_factor = 16, factored = FALSE,
-    decay_offset = 100, stochastic_rounding = TRUE, beta_2_cap = 0.95
+    decay_offset = 100, stochastic_rounding = TRUE, beta_2_cap = 0.95,
+    factor_dims = "largest"
   )
   config <- do.call(optimizer_adafactor, args)$get_config()
   for (name in names(args)) {

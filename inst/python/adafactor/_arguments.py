@@ -122,6 +122,11 @@ RULES = {
     "stochastic_rounding": _FLAG,
     "beta_2_cap": _number(lambda x: 0 < x < 1, "a number in (0, 1)", True),
     "beta_2": _number(lambda x: 0 < x < 1, "a number in (0, 1)", True),
+    "factor_dims": Rule(
+        lambda x: isinstance(x, str),
+        lambda x: x in ("last", "largest"),
+        'one of "last", "largest"',
+    ),
     "name": Rule(
         lambda x: isinstance(x, str),
         lambda x: _NAME.fullmatch(x) is not None,

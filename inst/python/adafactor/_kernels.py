@@ -303,6 +303,34 @@ class Elementwise(NamedTuple):
         return False
 
 
+class Reordered(NamedTuple):
+    """An update computed with the variable's axes in the order `axes`."""
+
+    update: object
+    axes: tuple
+
+    def times(self, scale):
+        inverse = tuple(int(a) for a in np.argsort(self.axes))
+        return ops.transpose(self.update.times(scale), inverse)
+
+    def subtract_in_place(self, variable, scale):
+        return False
+
+
+def _is_identity(axes):
+    return tuple(axes) == tuple(range(len(axes)))
+
+
+def ordered(x, axes):
+    """x with its axes in the order `axes`."""
+    return x if _is_identity(axes) else ops.transpose(x, axes)
+
+
+def in_order(update, axes):
+    """An update computed on ordered(g, axes), for the variable's own order."""
+    return update if _is_identity(axes) else Reordered(update, tuple(axes))
+
+
 def _product(g, row, col):
     """g * row[..., :, None] * col[..., None, :], with no temporary beyond
     the result.
