@@ -203,3 +203,69 @@ def test_sharded_statistics_follow_the_factored_axes(factor_dims, r_axes, c_axes
         keras.distribution.set_distribution(None)
     r, c = optimizer.variables[2:4]
     assert (tuple(r._layout.axes), tuple(c._layout.axes)) == (r_axes, c_axes)
+
+
+def test_variables_excluded_from_factoring_keep_a_full_second_moment():
+    """By name (a regular expression searched for in the name, as Keras's
+    exclude_from_weight_decay) and by variable: those keep v and step as the
+    oracle's unfactored Adafactor, the others as its factored one."""
+    x0s, grads = random_problem(SHAPES, steps=8, seed=34)
+    variables = [keras.Variable(x, name=f"x{i}") for i, x in enumerate(x0s)]
+    optimizer = Adafactor(learning_rate=0.05, relative_step=False)
+    optimizer.exclude_from_factoring(var_list=[variables[4]], var_names="^x[03]$")
+    for step_grads in grads:
+        optimizer.apply([keras.ops.convert_to_tensor(g) for g in step_grads], variables)
+    excluded = {0, 3, 4}
+    kinds = [v.name[-1] for v in optimizer.variables[2:]]
+    assert kinds == ["v", "r", "c", "v", "v", "v", "r", "c"]
+    for i, shape in enumerate(SHAPES):
+        want = oracle.trajectory(
+            x0s[i],
+            [g[i] for g in grads],
+            learning_rate=0.05,
+            relative_step=False,
+            factored=i not in excluded,
+        )
+        assert max_rel_diff(to_numpy(variables[i]), want[-1]) <= TOLERANCE, shape
+
+
+def test_exclude_from_factoring_is_refused_after_build_and_for_other_names():
+    optimizer = Adafactor()
+    with pytest.raises(TypeError, match=r"`var_names` must be a list of strings"):
+        optimizer.exclude_from_factoring(var_names=["bias", 3])
+    optimizer.build([keras.Variable(np.zeros((3, 4)))])
+    with pytest.raises(ValueError, match="before the optimizer is built"):
+        optimizer.exclude_from_factoring(var_names=["kernel"])
+
+
+def test_exclusions_from_factoring_are_saved(tmp_path):
+    """A loaded model's optimizer keeps a full second moment for the same
+    variables, named or listed, and loads its state whole."""
+    x = np.random.default_rng(35).integers(0, 20, (32, 4))
+    y = np.ones((32, 3), "float32")
+    layers = [
+        keras.layers.Embedding(20, 6, name="tokens"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(5, name="hidden"),
+        keras.layers.Dense(3, name="out"),
+    ]
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), *layers])
+    optimizer = Adafactor(learning_rate=0.05)
+    optimizer.exclude_from_factoring(var_list=[layers[3].kernel], var_names="embed")
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert [v.name[-1] for v in optimizer.variables[2:]] == list("vrcvvv")
+    config = optimizer.get_config()
+    assert config["exclude_from_factoring"] == {
+        "var_names": ["embed"],
+        "positions": [0, 3],
+    }
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.optimizer.get_config() == config
+    for a, b in zip(loaded.optimizer.variables, optimizer.variables):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    model.fit(x, y, batch_size=16, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=16, shuffle=False, verbose=0)
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        assert max_rel_diff(a, b) <= 1e-6

@@ -18,6 +18,7 @@ _saving.
 """
 
 import math
+import re
 import warnings
 from typing import NamedTuple
 
@@ -274,6 +275,45 @@ class Adafactor(keras.optimizers.Optimizer):
             self._seed_generator = keras.random.SeedGenerator(name="rounding")
             self._track_variable(self._seed_generator.state)
 
+    def exclude_from_factoring(self, var_list=None, var_names=None):
+        """Keep a full second moment for some variables, as Keras's
+        `exclude_from_weight_decay` chooses them: the variables of
+        `var_list`, and those whose name contains one of the strings of
+        `var_names` (a regular expression each, searched for). Call it before
+        the optimizer is built. The choice is saved with the optimizer: a
+        loaded model's optimizer keeps its state for the same variables."""
+        if self.built:
+            raise ValueError(
+                "`exclude_from_factoring()` can only be configured before the "
+                "optimizer is built."
+            )
+        if isinstance(var_names, str):  # one name, as R passes a string
+            var_names = [var_names]
+        names = list(var_names or ())
+        wrong = [name for name in names if not isinstance(name, str)]
+        if wrong:
+            raise TypeError(
+                "Argument `var_names` must be a list of strings. Received: "
+                f"var_names={names!r}"
+            )
+        self._unfactored = {
+            "keys": {self._var_key(v) for v in var_list or ()},
+            "var_names": names,
+            "positions": set(),
+        }
+
+    def _excluded(self, position, var):
+        """Whether exclude_from_factoring() names the variable at `position`
+        of the variables the optimizer is built for."""
+        chosen = getattr(self, "_unfactored", None)
+        if chosen is None:
+            return False
+        return (
+            self._var_key(var) in chosen["keys"]
+            or position in chosen["positions"]
+            or any(re.search(name, var.name) for name in chosen["var_names"])
+        )
+
     def _factor_axes(self, shape):
         """The axes a variable of this shape is factored over, last (see
         _factored_axes), or None if it keeps a full second moment."""
@@ -300,11 +340,15 @@ class Adafactor(keras.optimizers.Optimizer):
                 )
         super().build(var_list)
         self._r, self._c, self._v, self._m, self._axes = [], [], [], [], []
-        for var in var_list:
+        unfactored = set()
+        for position, var in enumerate(var_list):
             r = c = v = m = axes = None
             if not self._overwrite_variable_with_gradient(var):
                 layout = getattr(var, "_layout", None)
-                axes = self._factor_axes(var.shape)
+                if self._excluded(position, var):
+                    unfactored.add(position)
+                else:
+                    axes = self._factor_axes(var.shape)
                 if axes is not None:
                     shapes = _factored(var.shape, axes)
                     layouts = _factored_layouts(layout, axes)
@@ -321,6 +365,10 @@ class Adafactor(keras.optimizers.Optimizer):
             self._v.append(v)
             self._m.append(m)
             self._axes.append(axes)
+        if getattr(self, "_unfactored", None) is not None:
+            # Saved by position: a loaded model's variables keep their order,
+            # not their ids, nor always their paths.
+            self._unfactored["positions"] = unfactored
 
     def _add_state(self, var, suffix, shape, layout, dtype=None):
         """A zero-initialised statistic named `{variable path}_{suffix}`."""
@@ -517,4 +565,21 @@ class Adafactor(keras.optimizers.Optimizer):
                 "factor_dims": self.factor_dims,
             }
         )
+        chosen = getattr(self, "_unfactored", None)
+        if chosen is not None:
+            config["exclude_from_factoring"] = {
+                "var_names": chosen["var_names"],
+                "positions": sorted(chosen["positions"]),
+            }
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """As Keras's, with the variables exclude_from_factoring() chose."""
+        config = dict(config)
+        chosen = config.pop("exclude_from_factoring", None)
+        optimizer = super().from_config(config, custom_objects=custom_objects)
+        if chosen is not None:
+            optimizer.exclude_from_factoring(var_names=chosen["var_names"])
+            optimizer._unfactored["positions"] = set(chosen["positions"])
+        return optimizer
