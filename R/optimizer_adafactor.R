@@ -152,6 +152,12 @@
 #'   torch) or its two largest (as optax and T5X), the others kept as batch
 #'   axes. For a `(768, 12, 64)` attention kernel, `"last"` keeps 58,368
 #'   statistics and `"largest"` 9,984.
+#' @param skip_nonfinite `TRUE` or `FALSE`, defaults to `FALSE`. With `TRUE`, a
+#'   step in which any gradient holds a `NaN` or an infinity changes nothing:
+#'   no weight, statistic, momentum or `iterations` (T5X's
+#'   `skip_nan_updates`), as a `LossScaleOptimizer`'s skipped step, without
+#'   loss scaling. It costs one reduction over each gradient. Not under a
+#'   `tf.distribute` strategy.
 #'
 #' @return A Keras 3 optimizer: the Python object `adafactor.Adafactor`, a
 #'   subclass of `keras.optimizers.Optimizer`. It needs Python (>=
@@ -201,7 +207,8 @@ optimizer_adafactor <- function(learning_rate = 0.001,
                                 stochastic_rounding = FALSE,
                                 beta_2_cap = NULL,
                                 beta_2 = NULL,
-                                factor_dims = "last") {
+                                factor_dims = "last",
+                                skip_nonfinite = FALSE) {
   args <- python_args(mget(names(argument_types), environment()), list(...))
   pass_on_python_errors(do.call(adafactor_python()$Adafactor, args))
 }

@@ -35,8 +35,10 @@ from bench.models import (
     sizes,
 )
 
-# Ours again in section a, factoring the two largest dimensions (as optax).
+# Ours again in section a, factoring the two largest dimensions (as optax),
+# and in section b, skipping a step with a non-finite gradient.
 LARGEST = (OURS, {"factor_dims": "largest"})
+SKIPPING = (OURS, {"skip_nonfinite": True})
 
 
 def state(cfg):
@@ -121,6 +123,12 @@ def step(cfg):
 
     shapes = [tuple(s) for s in cfg["step_shapes"]]
     fns = {name: keras_step(lambda n=name: make(n), shapes) for name in WITH_FLOOR}
+    # The cost of skip_nonfinite: the column "x ours" is its ratio to the
+    # same step without it.
+    name, options = SKIPPING
+    fns[f"{name}, skip_nonfinite=True"] = keras_step(
+        lambda: make(name, **options), shapes
+    )
     peer = PEERS.get(keras.backend.backend())
     if peer:
         fns[peer.name] = peer.step(shapes)

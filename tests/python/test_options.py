@@ -145,6 +145,7 @@ EVERY_OPTION = dict(
     beta_2_cap=0.95,
     beta_2=0.999,
     factor_dims="largest",
+    skip_nonfinite=True,
 )
 
 

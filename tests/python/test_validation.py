@@ -226,6 +226,10 @@ ARGUMENTS = {
             (None, TypeError, 'one of "last", "largest"'),
         ],
     ),
+    "skip_nonfinite": Argument(
+        [True, False],
+        [(1, TypeError, FLAG), ("yes", TypeError, FLAG), (None, TypeError, FLAG)],
+    ),
     # TensorFlow's name-scope rule: any other name breaks fit() there.
     "name": Argument(
         [None, "my_adafactor", ".hidden", "3d", "a.b>c-d\\e"],

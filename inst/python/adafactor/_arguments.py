@@ -127,6 +127,7 @@ RULES = {
         lambda x: x in ("last", "largest"),
         'one of "last", "largest"',
     ),
+    "skip_nonfinite": _FLAG,
     "name": Rule(
         lambda x: isinstance(x, str),
         lambda x: _NAME.fullmatch(x) is not None,

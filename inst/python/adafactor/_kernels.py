@@ -386,6 +386,23 @@ _KERAS_NEEDS_DENSE = {
 }
 
 
+def refuse_in_distributed_replica(option):
+    """A ValueError naming `option` inside a tf.distribute strategy's
+    replica: its branch would have to all-reduce inside a cond, which
+    tf.distribute refuses, and a replica's own gradients may be finite where
+    the sum of all is not."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy():
+        raise ValueError(
+            f"{option} is not supported under a tf.distribute strategy; "
+            "wrap the optimizer in keras.optimizers.LossScaleOptimizer, which "
+            "skips a step with non-finite gradients there."
+        )
+
+
 def options_needing_dense():
     """The base optimizer's options that this backend applies only to a
     dense gradient."""

@@ -119,6 +119,18 @@ def _state_dtype(dtype):
     return "float32" if dtype in _LOW_PRECISION else dtype
 
 
+def _all_finite(grads):
+    """Whether every gradient is finite: one reduction over each (over the
+    values of a sparse one)."""
+    checks = []
+    for g in grads:
+        if g is not None:
+            rows = row_sparse(g)
+            values = g if rows is None else rows[1]
+            checks.append(ops.all(ops.isfinite(values)))
+    return ops.all(ops.stack(checks)) if checks else ops.convert_to_tensor(True)
+
+
 def warn(message):
     """Warn with `message` as a UserWarning. The R package puts a function
     that calls R's warning() in its place, so that R code can catch it."""
@@ -207,6 +219,11 @@ class Adafactor(keras.optimizers.Optimizer):
             them), the others kept as batch axes. For a (768, 12, 64)
             attention kernel, "last" keeps 768*12 + 768*64 = 58,368
             statistics and "largest" 12*768 + 12*64 = 9,984.
+        skip_nonfinite: Bool. With True, a step in which any gradient holds
+            a NaN or an infinity changes nothing: no weight, statistic,
+            momentum or `iterations` (T5X's `skip_nan_updates`), as a
+            LossScaleOptimizer's skipped step. It costs one reduction over
+            each gradient. Not under a tf.distribute strategy.
     """
 
     def __init__(
@@ -237,6 +254,7 @@ class Adafactor(keras.optimizers.Optimizer):
         beta_2_cap=None,
         beta_2=None,
         factor_dims="last",
+        skip_nonfinite=False,
         **kwargs,
     ):
         validate(locals())
@@ -271,6 +289,8 @@ class Adafactor(keras.optimizers.Optimizer):
         self.beta_2_cap = None if beta_2_cap is None else float(beta_2_cap)
         self.beta_2 = None if beta_2 is None else float(beta_2)
         self.factor_dims = factor_dims
+        self.skip_nonfinite = skip_nonfinite
+        self._deciding = False
         if stochastic_rounding:
             self._seed_generator = keras.random.SeedGenerator(name="rounding")
             self._track_variable(self._seed_generator.state)
@@ -402,7 +422,51 @@ class Adafactor(keras.optimizers.Optimizer):
         elif self.clipnorm or self.global_clipnorm or self.clipvalue:
             variables = trainable_variables or self._trainable_variables
             grads = [coalesced(g, v.shape) for g, v in zip(grads, variables)]
-        return super().apply(grads, trainable_variables)
+        if not self.skip_nonfinite or self._deciding:
+            return super().apply(grads, trainable_variables)
+        # A step with a non-finite gradient is skipped whole, as a
+        # LossScaleOptimizer skips it: no variable is written, `iterations`
+        # included. The variables are made first: not inside a branch.
+        _kernels.refuse_in_distributed_replica("skip_nonfinite=True")
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables or self._trainable_variables)
+        ops.cond(
+            _all_finite(grads),
+            lambda: self._decided(
+                super(Adafactor, self).apply, grads, trainable_variables
+            ),
+            lambda: None,
+        )
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """As Keras's; with skip_nonfinite, a step with a non-finite gradient
+        returns the variables as they were."""
+        if not self.skip_nonfinite:
+            return super().stateless_apply(
+                optimizer_variables, grads, trainable_variables
+            )
+        apply = super().stateless_apply
+        # Values, not variables (a LossScaleOptimizer passes this one's
+        # variables): a branch returns them.
+        optimizer_variables = [ops.convert_to_tensor(v) for v in optimizer_variables]
+        trainable_variables = [ops.convert_to_tensor(v) for v in trainable_variables]
+        return ops.cond(
+            _all_finite(grads),
+            lambda: self._decided(
+                apply, optimizer_variables, grads, trainable_variables
+            ),
+            lambda: (list(trainable_variables), list(optimizer_variables)),
+        )
+
+    def _decided(self, apply, *args):
+        """apply(*args) once the step is known to be finite: apply() must not
+        ask again (stateless_apply() calls it)."""
+        self._deciding = True
+        try:
+            return apply(*args)
+        finally:
+            self._deciding = False
 
     def update_step(self, gradient, variable, learning_rate):
         """One step of Algorithm 4 of the paper for a factored variable, of
@@ -563,6 +627,7 @@ class Adafactor(keras.optimizers.Optimizer):
                 "beta_2_cap": self.beta_2_cap,
                 "beta_2": self.beta_2,
                 "factor_dims": self.factor_dims,
+                "skip_nonfinite": self.skip_nonfinite,
             }
         )
         chosen = getattr(self, "_unfactored", None)
