@@ -176,3 +176,14 @@ def test_rms_of_a_sparsely_written_variable_reads_its_blocks_through_gathers(
     for write in writes:
         write()
         np.testing.assert_allclose(float(rms()), expected(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
+@pytest.mark.parametrize("where", [0, 17, -1])
+def test_all_finite_finds_any_non_finite_entry(bad, where):
+    x = np.random.default_rng(8).standard_normal((6, 5)).astype("float32")
+    x[0, 0] = 3e38  # finite, and its square or a sum could overflow
+    if bad is not None:
+        x.flat[where] = bad
+    got = to_numpy(_kernels.all_finite(keras.ops.convert_to_tensor(x)))
+    assert bool(got) == (bad is None)

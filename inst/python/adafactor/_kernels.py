@@ -386,6 +386,23 @@ _KERAS_NEEDS_DENSE = {
 }
 
 
+def all_finite(x):
+    """Whether every entry of x is finite, in one pass over it.
+
+    torch: its least and largest entries, made together by aminmax with no
+    temporary the size of x, where a NaN propagates (all(isfinite(x)) took
+    about twice as long on 4 x 2048^2). Elsewhere all(isfinite(x)), which
+    XLA fuses into one reduction: JAX's min and max took more than twice as
+    long, and TensorFlow's CPU max can drop a NaN.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        least, largest = torch.aminmax(x)
+        return torch.isfinite(least) & torch.isfinite(largest)
+    return ops.all(ops.isfinite(x))
+
+
 def refuse_in_distributed_replica(option):
     """A ValueError naming `option` inside a tf.distribute strategy's
     replica: its branch would have to all-reduce inside a cond, which

@@ -126,8 +126,7 @@ def _all_finite(grads):
     for g in grads:
         if g is not None:
             rows = row_sparse(g)
-            values = g if rows is None else rows[1]
-            checks.append(ops.all(ops.isfinite(values)))
+            checks.append(_kernels.all_finite(g if rows is None else rows[1]))
     return ops.all(ops.stack(checks)) if checks else ops.convert_to_tensor(True)
 
 
