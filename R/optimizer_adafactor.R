@@ -157,7 +157,8 @@
 #'   no weight, statistic, momentum or `iterations` (T5X's
 #'   `skip_nan_updates`), as a `LossScaleOptimizer`'s skipped step, without
 #'   loss scaling. It costs one reduction over each gradient. Not under a
-#'   `tf.distribute` strategy.
+#'   `tf.distribute` strategy. The check is of the gradients before Keras
+#'   divides them by `loss_scale_factor` or clips them.
 #'
 #' @return A Keras 3 optimizer: the Python object `adafactor.Adafactor`, a
 #'   subclass of `keras.optimizers.Optimizer`. It needs Python (>=

@@ -311,3 +311,20 @@ def test_skip_nonfinite_is_refused_under_a_tf_distribute_strategy():
         gradient = keras.ops.ones((3, 4))
         with pytest.raises(ValueError, match="skip_nonfinite=True is not supported"):
             optimizer.apply([gradient], [variable])
+
+
+@pytest.mark.parametrize(
+    "compiler", ["eager"] if BACKEND == "torch" else ["eager", "default"]
+)
+def test_a_step_skipped_or_taken_by_apply_alone(compiler):
+    """Outside fit(): eager (on JAX too, where no trace must reach the
+    variables) and compiled; an empty variable among the others."""
+    shapes = [(3, 4), (0, 4), (5,)]
+    x0s, grads = random_problem(shapes, steps=2, seed=41)
+    poisoned = [g.copy() for g in grads[1]]
+    poisoned[0][1, 2] = np.inf
+    steps = [grads[0], poisoned, grads[1]]
+    got = compiled_trajectory(Adafactor(skip_nonfinite=True), x0s, steps, compiler)
+    want = compiled_trajectory(Adafactor(), x0s, [grads[0], grads[1]], compiler)
+    for a, b in zip(got, want):
+        assert np.all(np.isfinite(a)) and max_rel_diff(a, b) <= 1e-6

@@ -91,8 +91,10 @@ def test_optax_agrees_where_the_algorithms_coincide(ours, theirs):
 
 
 def test_optax_agrees_on_factoring_the_two_largest_dimensions():
-    # optax factors the two largest dimensions; (4, 4, 2) is a tie.
-    shapes = [(6, 3, 5), (3, 8, 5), (2, 6, 4, 5), (4, 4, 2), (5, 7)]
+    # optax factors the two largest dimensions; (4, 4, 2), (4, 2, 2) and
+    # (5, 3, 3, 1) have ties, the last two between the second and third.
+    shapes = [(6, 3, 5), (3, 8, 5), (2, 6, 4, 5), (4, 4, 2), (4, 2, 2), (5, 3, 3, 1)]
+    shapes.append((5, 7))
     x0s, grads = random_problem(shapes, steps=25, seed=33)
     args = dict(learning_rate=0.02, relative_step=False)
     got = apply_steps(Adafactor(factor_dims="largest", **args), x0s, grads)[-1]
@@ -230,10 +232,27 @@ def test_variables_excluded_from_factoring_keep_a_full_second_moment():
         assert max_rel_diff(to_numpy(variables[i]), want[-1]) <= TOLERANCE, shape
 
 
-def test_exclude_from_factoring_is_refused_after_build_and_for_other_names():
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            dict(var_names=["bias", 3]),
+            TypeError,
+            r"`var_names` must be a list of strings",
+        ),
+        (dict(var_names=5), TypeError, r"`var_names` must be .* Received: var_names=5"),
+        (dict(var_names=["ker[nel"]), ValueError, r"regular expressions.*'ker\[nel'"),
+        (dict(var_list=keras.Variable(1.0)), TypeError, r"`var_list` must be a list"),
+    ],
+    ids=["not-a-string", "not-a-list", "not-a-pattern", "one-variable"],
+)
+def test_exclude_from_factoring_names_what_it_refuses(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Adafactor().exclude_from_factoring(**kwargs)
+
+
+def test_exclude_from_factoring_is_refused_after_build():
     optimizer = Adafactor()
-    with pytest.raises(TypeError, match=r"`var_names` must be a list of strings"):
-        optimizer.exclude_from_factoring(var_names=["bias", 3])
     optimizer.build([keras.Variable(np.zeros((3, 4)))])
     with pytest.raises(ValueError, match="before the optimizer is built"):
         optimizer.exclude_from_factoring(var_names=["kernel"])
@@ -270,3 +289,13 @@ def test_exclusions_from_factoring_are_saved(tmp_path):
     loaded.fit(x, y, batch_size=16, shuffle=False, verbose=0)
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         assert max_rel_diff(a, b) <= 1e-6
+
+
+def test_variables_listed_before_build_are_not_saved_silently():
+    layer = keras.layers.Dense(3)
+    layer.build((None, 4))
+    optimizer = Adafactor()
+    optimizer.exclude_from_factoring(var_list=[layer.kernel])
+    with pytest.warns(UserWarning, match="known once the optimizer is built"):
+        config = optimizer.get_config()
+    assert config["exclude_from_factoring"] == {"var_names": [], "positions": []}

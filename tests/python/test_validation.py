@@ -313,6 +313,7 @@ def test_unknown_keyword_is_refused():
 def test_beta_2_decay_beside_beta_2_is_refused():
     # beta_2_decay is not used when beta_2 is set; its default is allowed.
     Adafactor(beta_2=0.999, beta_2_decay=-0.8)
+    Adafactor(beta_2=0.999, beta_2_decay=np.float32(-0.8))
     with pytest.raises(ValueError, match=r"`beta_2_decay` is not used when `beta_2`"):
         Adafactor(beta_2=0.999, beta_2_decay=-0.5)
 

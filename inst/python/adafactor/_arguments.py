@@ -159,7 +159,9 @@ def validate(args):
             error = ValueError if kind(value) else TypeError
             raise error(f"Argument `{name}` must be {allowed}. Received: {shown}")
     beta_2_decay = args["beta_2_decay"]
-    if args["beta_2"] is not None and beta_2_decay != BETA_2_DECAY:
+    if args["beta_2"] is not None and np.float32(beta_2_decay) != np.float32(
+        BETA_2_DECAY
+    ):
         raise ValueError(
             "Argument `beta_2_decay` is not used when `beta_2` is set (a "
             "constant decay with bias correction); give one of them. Received: "

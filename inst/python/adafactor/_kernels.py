@@ -403,6 +403,18 @@ def all_finite(x):
     return ops.all(ops.isfinite(x))
 
 
+def cond(pred, true_fn, false_fn):
+    """ops.cond, but a plain `if` where JAX runs eagerly: jax.lax.cond would
+    trace the branch that writes the variables and leave its tracers in
+    them."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not isinstance(pred, jax.core.Tracer):
+            return true_fn() if bool(pred) else false_fn()
+    return ops.cond(pred, true_fn, false_fn)
+
+
 def refuse_in_distributed_replica(option):
     """A ValueError naming `option` inside a tf.distribute strategy's
     replica: its branch would have to all-reduce inside a cond, which

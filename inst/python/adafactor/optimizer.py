@@ -124,7 +124,7 @@ def _all_finite(grads):
     values of a sparse one)."""
     checks = []
     for g in grads:
-        if g is not None:
+        if g is not None and 0 not in tuple(g.shape):  # an empty one is finite
             rows = row_sparse(g)
             checks.append(_kernels.all_finite(g if rows is None else rows[1]))
     return ops.all(ops.stack(checks)) if checks else ops.convert_to_tensor(True)
@@ -222,7 +222,9 @@ class Adafactor(keras.optimizers.Optimizer):
             a NaN or an infinity changes nothing: no weight, statistic,
             momentum or `iterations` (T5X's `skip_nan_updates`), as a
             LossScaleOptimizer's skipped step. It costs one reduction over
-            each gradient. Not under a tf.distribute strategy.
+            each gradient. Not under a tf.distribute strategy. The check is
+            of the gradients given to apply(), before Keras divides them by
+            loss_scale_factor or clips them.
     """
 
     def __init__(
@@ -308,16 +310,29 @@ class Adafactor(keras.optimizers.Optimizer):
             )
         if isinstance(var_names, str):  # one name, as R passes a string
             var_names = [var_names]
-        names = list(var_names or ())
-        wrong = [name for name in names if not isinstance(name, str)]
-        if wrong:
+        if not isinstance(var_names, (list, tuple, type(None))) or any(
+            not isinstance(name, str) for name in var_names or ()
+        ):
             raise TypeError(
-                "Argument `var_names` must be a list of strings. Received: "
-                f"var_names={names!r}"
+                "Argument `var_names` must be a list of strings (regular "
+                f"expressions). Received: var_names={var_names!r}"
+            )
+        for name in var_names or ():
+            try:
+                re.compile(name)
+            except re.error as error:
+                raise ValueError(
+                    "Argument `var_names` must be a list of regular expressions. "
+                    f"Received: var_names={var_names!r}, where {name!r}: {error}"
+                ) from None
+        if var_list is not None and not isinstance(var_list, (list, tuple)):
+            raise TypeError(
+                "Argument `var_list` must be a list of variables. Received: "
+                f"var_list of type {type(var_list).__name__}"
             )
         self._unfactored = {
             "keys": {self._var_key(v) for v in var_list or ()},
-            "var_names": names,
+            "var_names": list(var_names or ()),
             "positions": set(),
         }
 
@@ -430,7 +445,7 @@ class Adafactor(keras.optimizers.Optimizer):
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables or self._trainable_variables)
-        ops.cond(
+        _kernels.cond(
             _all_finite(grads),
             lambda: self._decided(
                 super(Adafactor, self).apply, grads, trainable_variables
@@ -630,6 +645,13 @@ class Adafactor(keras.optimizers.Optimizer):
             }
         )
         chosen = getattr(self, "_unfactored", None)
+        if chosen is not None and chosen["keys"] and not self.built:
+            warn(
+                "exclude_from_factoring(var_list=) is saved by the variables' "
+                "positions, known once the optimizer is built; this config keeps "
+                "only var_names. Save the model after a training step, or name "
+                "the variables with var_names."
+            )
         if chosen is not None:
             config["exclude_from_factoring"] = {
                 "var_names": chosen["var_names"],
@@ -645,5 +667,5 @@ class Adafactor(keras.optimizers.Optimizer):
         optimizer = super().from_config(config, custom_objects=custom_objects)
         if chosen is not None:
             optimizer.exclude_from_factoring(var_names=chosen["var_names"])
-            optimizer._unfactored["positions"] = set(chosen["positions"])
+            optimizer._unfactored["positions"] = set(chosen.get("positions", ()))
         return optimizer
