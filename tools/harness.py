@@ -4,11 +4,15 @@ optimizer's step compiled on each backend, and the count of its state."""
 import keras
 import numpy as np
 
-BOOKKEEPING = ("iteration", "learning_rate")
+from adafactor.optimizer import STATISTICS
+
+# Scalars that hold no state of a variable: the step count, the rate, and
+# what Adafactor's last step did.
+BOOKKEEPING = ("iteration", "learning_rate", *STATISTICS)
 
 
 def state_variables(optimizer):
-    """The optimizer's state: its variables less the step count and rate."""
+    """The optimizer's state: its variables less the bookkeeping scalars."""
     return [v for v in optimizer.variables if v.name not in BOOKKEEPING]
 
 

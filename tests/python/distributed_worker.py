@@ -24,7 +24,7 @@ if MODE == "mirrored":
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from adafactor import Adafactor  # noqa: E402
+from adafactor import Adafactor, StatisticsLogger  # noqa: E402
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((64, 8)).astype("float32")
@@ -50,7 +50,12 @@ def train(scope=None):
         model = build()
         model.set_weights(INITIAL)
         model.compile(optimizer=Adafactor(learning_rate=0.05), loss="mse")
-    model.fit(X, Y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    logger = StatisticsLogger()
+    history = model.fit(
+        X, Y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[logger]
+    )
+    # What each epoch's last step did, as StatisticsLogger logged it.
+    model.logged = {k: v for k, v in history.history.items() if k != "loss"}
     return model
 
 
@@ -58,12 +63,24 @@ def max_diff(a, b):
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 
-single = train().get_weights()
-result = {}
+def logged_diff(model):
+    """The largest relative difference from the single-device run's logs."""
+    return max(
+        abs(a - b) / max(abs(b), 1e-12)
+        for name, values in SINGLE.logged.items()
+        for a, b in zip(model.logged[name], values, strict=True)
+    )
+
+
+SINGLE = train()
+single = SINGLE.get_weights()
+result = {"logged": sorted(SINGLE.logged)}
 if MODE == "mirrored":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result["replicas"] = strategy.num_replicas_in_sync
-    result["max_diff"] = max_diff(train(strategy.scope()).get_weights(), single)
+    model = train(strategy.scope())
+    result["max_diff"] = max_diff(model.get_weights(), single)
+    result["logged_diff"] = logged_diff(model)
 else:
     devices = keras.distribution.list_devices()
     result["devices"] = len(devices)
@@ -80,6 +97,7 @@ else:
     model = train()
     keras.distribution.set_distribution(None)
     result["max_diff"] = max_diff(model.get_weights(), single)
+    result["logged_diff"] = logged_diff(model)
     optimizer = model.optimizer
     result["layouts"] = {
         # A PartitionSpec's axes (its repr differs between jax releases).

@@ -7,6 +7,7 @@ them once per backend.
 import keras
 import numpy as np
 
+from adafactor.optimizer import STATISTICS
 from tools.harness import CompiledStep
 
 BACKEND = keras.backend.backend()
@@ -33,6 +34,12 @@ def apply_steps(optimizer, x0s, grads, dtype="float32"):
         )
         path.append([to_numpy(v) for v in variables])
     return path
+
+
+def saved_variables(optimizer):
+    """The optimizer's variables that are saved: all but the statistics of
+    the last step (Adafactor.statistics)."""
+    return [v for v in optimizer.variables if v.name not in STATISTICS]
 
 
 def to_numpy(x):

@@ -52,6 +52,9 @@ class Adafactor:
         self.factor_dims = factor_dims
         self.state = {}
         self.momentum = {}
+        # The last step's rho_t, and each variable's RMS(U_t) before the clip.
+        self.rho = None
+        self.update_rms = {}
         # The largest statistic, update entry or mean square met so far: the
         # algorithm is float32's to compute while this is inside its range.
         self.largest = 0.0
@@ -112,6 +115,7 @@ class Adafactor:
             [self.largest, np.max(np.abs(u)), rms(u) ** 2, rms(x) ** 2]
             + [np.max(s) for s in (stats if isinstance(stats, tuple) else [stats])]
         )
+        self.rho, self.update_rms[key] = rho, rms(u)
         u = u / max(1.0, rms(u) / self.clip_threshold)
         step = rho * u
         if self.scale_parameter:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from adafactor.optimizer import STATISTICS
+
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -25,7 +27,11 @@ def run(mode):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # StatisticsLogger's values equal those of one device.
+    assert result["logged"] == sorted(STATISTICS)
+    assert result["logged_diff"] <= 1e-5
+    return result
 
 
 def test_tf_mirrored_strategy_on_two_cpus():

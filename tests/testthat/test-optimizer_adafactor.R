@@ -78,9 +78,13 @@ test_that("a model built through reticulate trains, saves and loads", {
   loaded <- keras$models$load_model(path)
   expect_identical(class(loaded$optimizer)[1], "adafactor.optimizer.Adafactor")
   expect_identical(loaded$optimizer$get_config(), model$optimizer$get_config())
-  saved_state <- lapply(model$optimizer$variables, function(v) v$numpy())
-  loaded_state <- lapply(loaded$optimizer$variables, function(v) v$numpy())
-  expect_identical(loaded_state, saved_state)
+  # All but the statistics of the last step, which are not saved.
+  saved <- function(opt) {
+    kept <- Filter(function(v) !startsWith(v$name, "adafactor_"), opt$variables)
+    lapply(kept, function(v) v$numpy())
+  }
+  expect_length(saved(model$optimizer), length(model$optimizer$variables) - 4)
+  expect_identical(saved(loaded$optimizer), saved(model$optimizer))
 })
 
 test_that("exclude_from_factoring() takes R's strings and variables", {
@@ -93,7 +97,7 @@ test_that("exclude_from_factoring() takes R's strings and variables", {
   opt$exclude_from_factoring(var_names = "kernel")
   opt$build(layer$trainable_variables)
   kinds <- vapply(opt$variables, function(v) v$name, "")
-  expect_identical(sub(".*_", "", kinds[-(1:2)]), c("v", "v"))
+  expect_identical(sub(".*_", "", kinds[3:4]), c("v", "v"))
 
   opt <- optimizer_adafactor()
   opt$exclude_from_factoring(var_list = list(layer$kernel))

@@ -33,6 +33,15 @@ from adafactor._sparse import coalesced, row_sparse, touched_rows
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
+# What the last step did, one scalar each (see Adafactor.statistics); not
+# saved with the optimizer.
+STATISTICS = {
+    "adafactor_step_size": "float32",
+    "adafactor_update_rms": "float32",
+    "adafactor_clip_fraction": "float32",
+    "adafactor_skipped_steps": "int",  # as `iterations`: int32 on JAX
+}
+
 
 class Decay(NamedTuple):
     """The step's second-moment decay beta_2_t, and epsilon_1.
@@ -292,6 +301,7 @@ class Adafactor(keras.optimizers.Optimizer):
         self.factor_dims = factor_dims
         self.skip_nonfinite = skip_nonfinite
         self._deciding = False
+        self._records = []  # (RMS(U_t), clip) per variable, in a step
         if stochastic_rounding:
             self._seed_generator = keras.random.SeedGenerator(name="rounding")
             self._track_variable(self._seed_generator.state)
@@ -399,6 +409,12 @@ class Adafactor(keras.optimizers.Optimizer):
             self._v.append(v)
             self._m.append(m)
             self._axes.append(axes)
+        self._statistics = {
+            name: self.add_variable(
+                (), dtype=dtype, aggregation="only_first_replica", name=name
+            )
+            for name, dtype in STATISTICS.items()
+        }
         if getattr(self, "_unfactored", None) is not None:
             # Saved by position: a loaded model's variables keep their order,
             # not their ids, nor always their paths.
@@ -450,8 +466,11 @@ class Adafactor(keras.optimizers.Optimizer):
             lambda: self._decided(
                 super(Adafactor, self).apply, grads, trainable_variables
             ),
-            lambda: None,
+            self._skip,
         )
+
+    def _skip(self):
+        self._statistics["adafactor_skipped_steps"].assign_add(1)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         """As Keras's; with skip_nonfinite, a step with a non-finite gradient
@@ -470,8 +489,17 @@ class Adafactor(keras.optimizers.Optimizer):
             lambda: self._decided(
                 apply, optimizer_variables, grads, trainable_variables
             ),
-            lambda: (list(trainable_variables), list(optimizer_variables)),
+            lambda: (list(trainable_variables), self._skipped(optimizer_variables)),
         )
+
+    def _skipped(self, optimizer_variables):
+        """The values of the optimizer's variables after a skipped step: as
+        they were, but for the count of skipped steps."""
+        count = self._statistics["adafactor_skipped_steps"]
+        return [
+            value + 1 if variable is count else value
+            for variable, value in zip(self.variables, optimizer_variables)
+        ]
 
     def _decided(self, apply, *args):
         """apply(*args) once the step is known to be finite: apply() must not
@@ -481,6 +509,56 @@ class Adafactor(keras.optimizers.Optimizer):
             return apply(*args)
         finally:
             self._deciding = False
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        """As Keras's, and what the step did written to the statistics."""
+        self._records = []
+        super()._backend_update_step(grads, trainable_variables, learning_rate)
+        if not self._records:
+            return
+        rms_u, clip = (
+            ops.stack([ops.cast(x, "float32") for x in column])
+            for column in zip(*self._records)
+        )
+        step = ops.cast(self.iterations + 1, "float32")
+        rho = self._step_size(learning_rate, step, "float32")
+        written = {
+            "adafactor_step_size": rho,
+            "adafactor_update_rms": ops.mean(rms_u),
+            "adafactor_clip_fraction": ops.mean(ops.cast(clip > 1.0, "float32")),
+        }
+        for name, value in written.items():
+            self._statistics[name].assign(value)
+
+    def statistics(self):
+        """What the last step did, as scalar tensors, read without waiting
+        for the host (convert with float()):
+
+        - `adafactor_step_size`: rho_t, the step size before the parameter
+          scale `max(epsilon_2, RMS(X))` (which is each variable's own);
+        - `adafactor_update_rms`: RMS(U_t) before the clip, averaged over
+          the variables updated;
+        - `adafactor_clip_fraction`: the fraction of those whose update was
+          clipped (RMS(U_t) > clip_threshold);
+        - `adafactor_skipped_steps`: the steps skipped by `skip_nonfinite`.
+
+        They are zero before the first step. A skipped step leaves the first
+        three as they were. They are not saved with the optimizer (the count
+        restarts from 0 in a loaded model), so that files saved with and
+        without them load into each other. `adafactor.StatisticsLogger`
+        writes them into `fit()`'s logs.
+        """
+        if not self.built:
+            raise ValueError(
+                "The optimizer has no statistics before it is built (by its "
+                "first step, or by build())."
+            )
+        return {name: ops.convert_to_tensor(v) for name, v in self._statistics.items()}
+
+    def _saved(self):
+        """The variables saved with the optimizer: all but the statistics."""
+        kept = getattr(self, "_statistics", {}).values()
+        return [v for v in self.variables if all(v is not s for s in kept)]
 
     def update_step(self, gradient, variable, learning_rate):
         """One step of Algorithm 4 of the paper for a factored variable, of
@@ -540,7 +618,9 @@ class Adafactor(keras.optimizers.Optimizer):
             update = _kernels.Elementwise(g * ops.rsqrt(rows.take(new_v)))
             mean_u2 = ops.sum(ops.square(update.u)) / math.prod(variable.shape)
         # U_t / max(1, RMS(U_t) / d): the clip.
-        clip = ops.maximum(1.0, ops.sqrt(mean_u2) / self.clip_threshold)
+        rms_u = ops.sqrt(mean_u2)
+        clip = ops.maximum(1.0, rms_u / self.clip_threshold)
+        self._records.append((rms_u, clip))
         # alpha_t = max(eps_2, RMS(X_{t-1})) rho_t, over the clip.
         scale = self._step_size(learning_rate, step, dtype) / clip
         if self.scale_parameter:
@@ -574,6 +654,11 @@ class Adafactor(keras.optimizers.Optimizer):
     def _rounds_stochastically(self, variable):
         return self.stochastic_rounding and variable.dtype == "bfloat16"
 
+    def save_own_variables(self, store):
+        """As Keras's, without the statistics (see statistics())."""
+        for i, variable in enumerate(self._saved()):
+            store[str(i)] = variable.numpy()
+
     def load_own_variables(self, store):
         """As Keras's, but the saved state is matched to this optimizer's
         variables by what each holds, its shape and kind, and is loaded
@@ -586,7 +671,7 @@ class Adafactor(keras.optimizers.Optimizer):
         Keras's warning and leaves this optimizer's as it is.
         """
         saved = [store[str(i)] for i in range(len(store.keys()))]
-        ours = list(self.variables)
+        ours = self._saved()
         pairs = pairing(ours, saved, self._learning_rate)
         if pairs is not None and all(map(holds, *pairs)):
             for variable, value in zip(*pairs):

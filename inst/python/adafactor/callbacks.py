@@ -1,0 +1,40 @@
+"""A Keras callback that shows what Adafactor's steps did."""
+
+import keras
+from keras import ops
+
+from adafactor.optimizer import Adafactor
+
+
+class StatisticsLogger(keras.callbacks.Callback):
+    """Writes `Adafactor.statistics()` of each epoch's last step into the
+    epoch's logs, and so into the `History` that `fit()` returns:
+    `adafactor_step_size` (rho_t), `adafactor_update_rms` (RMS(U_t) before
+    the clip, averaged over the variables), `adafactor_clip_fraction` and
+    `adafactor_skipped_steps`.
+
+    The values are read once per epoch, after the epoch's steps: nothing is
+    added to the step itself. The model's optimizer must be an `Adafactor`,
+    or a `LossScaleOptimizer` around one.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        logs.update(
+            {
+                name: float(ops.convert_to_numpy(value))
+                for name, value in self._statistics().items()
+            }
+        )
+
+    def _statistics(self):
+        optimizer = self.model.optimizer
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        if not isinstance(inner, Adafactor):
+            raise TypeError(
+                "StatisticsLogger needs a model compiled with an Adafactor "
+                "optimizer. Received: optimizer of type "
+                f"{type(optimizer).__name__}"
+            )
+        return inner.statistics()
