@@ -101,6 +101,7 @@ site: setup
 # may break that sentence across lines).
 site-check: site
 	test -s docs/reference/optimizer_adafactor.html
+	test -s docs/reference/callback_adafactor_statistics.html
 	test -s docs/articles/getting-started.html
 	! grep -Ezq 'was[[:space:]]+not[[:space:]]+found[[:space:]]+when[[:space:]]+this' \
 	  docs/articles/getting-started.html
