@@ -26,6 +26,14 @@ def sizes(quick):
             bf16_lr=0.003,
             embedding=dict(vocab=2000, width=16, batch=32, tokens=4, steps=3),
             bandwidth=dict(mb=16, repeats=3),
+            table2=dict(
+                rows=["A", "O", "Q"],
+                seeds=1,
+                steps=3,
+                batch=8,
+                valid=16,
+                model=dict(d_model=8, heads=1, ff=8, blocks=1),
+            ),
         )
     return dict(
         quick=False,
@@ -41,6 +49,14 @@ def sizes(quick):
         bf16_lr=0.003,
         embedding=dict(vocab=200_000, width=256, batch=256, tokens=16, steps=30),
         bandwidth=dict(mb=256, repeats=9),
+        table2=dict(
+            rows=list(TABLE2),
+            seeds=3,
+            steps=400,
+            batch=32,
+            valid=1024,
+            model=dict(d_model=32, heads=2, ff=64, blocks=2),
+        ),
     )
 
 
@@ -178,6 +194,62 @@ RUNS = [
 BF16_VOCAB, BF16_LENGTH = 16, 12
 
 
+# Section h: Table 2 of Shazeer & Stern (2018), in miniature. The task is
+# sorting 16 tokens of a vocabulary of 32 (0 unused).
+SORT_VOCAB, SORT_LENGTH = 32, 16
+
+
+class Row(NamedTuple):
+    """A row of the paper's Table 2, in its columns, and its BLEU on WMT'14
+    En-De with warmup and without (None: diverged)."""
+
+    factored: bool
+    beta_1: object  # None: no momentum
+    beta_2: float  # a constant in (0, 1), or x < 0 of 1 - t^x
+    clip: object  # d, or None: no update clipping
+    step: str  # "0.1 s_t": absolute; "s_t": relative (parameter-scaled);
+    # "100 s_t": SGD's rate
+    bleu: tuple
+
+
+TABLE2 = {
+    "A": Row(False, None, 0.999, None, "0.1 s_t", (25.6, 0.1)),
+    "B": Row(False, 0.9, 0.999, None, "0.1 s_t", (25.4, 23.1)),
+    "C": Row(True, None, 0.999, None, "0.1 s_t", (25.4, 0.2)),
+    "G": Row(False, None, 0.9, None, "0.1 s_t", (18.4, 15.6)),
+    "H": Row(False, None, 0.999, 1.0, "0.1 s_t", (25.4, 21.5)),
+    "J": Row(True, None, 0.999, 1.0, "0.1 s_t", (25.6, 22.4)),
+    "K": Row(False, None, -0.5, None, "0.1 s_t", (25.6, 21.1)),
+    "L": Row(False, None, -0.8, None, "0.1 s_t", (25.6, 0.1)),
+    "N": Row(False, None, -0.8, 1.0, "0.1 s_t", (25.9, 22.4)),
+    "O": Row(True, None, -0.8, 1.0, "s_t", (25.0, 25.5)),
+    "P": Row(True, 0.9, -0.8, 1.0, "s_t", (24.9, 25.3)),
+    "Q": Row(False, None, None, None, "100 s_t", (22.9, None)),  # SGD
+}
+
+
+def table2_optimizer(letter, schedule):
+    """The optimizer of a row of Table 2; `schedule(k)` gives k s_t."""
+    import numpy as np
+
+    row = TABLE2[letter]
+    if letter == "Q":
+        return make(FLOOR, learning_rate=schedule(100.0))
+    decay = {"beta_2": row.beta_2} if row.beta_2 > 0 else {"beta_2_decay": row.beta_2}
+    relative = row.step == "s_t"
+    none = float(np.finfo("float32").max)  # a clip that never clips
+    return make(
+        OURS,
+        learning_rate=schedule(1.0 if relative else 0.1),
+        relative_step=False,
+        scale_parameter=relative,
+        factored=row.factored,
+        beta_1=row.beta_1,
+        clip_threshold=row.clip or none,
+        **decay,
+    )
+
+
 def reference_transformer(cfg):
     """Section a's model, the reference Transformer at the run's size."""
     from tools.harness import transformer
@@ -193,6 +265,13 @@ def reversing_transformer(cfg):
     from tools.harness import transformer
 
     return transformer(BF16_VOCAB, BF16_LENGTH, **cfg["bf16_model"])
+
+
+def sorting_transformer(cfg):
+    """Section h's model: the reference Transformer, small."""
+    from tools.harness import transformer
+
+    return transformer(SORT_VOCAB, SORT_LENGTH, **cfg["table2"]["model"])
 
 
 def dense(n):

@@ -116,7 +116,7 @@ def test_report_and_plot_are_written(tmp_path):
     # The same sections and tables as the full run's report, on fewer rows.
     assert table_headers(written) == table_headers(committed)
     headers, sections = table_headers(written)
-    assert sections == [f"## {s}. " for s in "abcdefg"]
+    assert sections == [f"## {s}. " for s in "abcdefgh"]
     # b and f give the ratios to SGD, the targets' measure, and keep the
     # ratios the README quotes.
     b, f = (h for h in headers if h.startswith("| backend | contender | ms |"))
@@ -126,6 +126,41 @@ def test_report_and_plot_are_written(tmp_path):
     steps = len(results["bytes"]["f"]) + len(results["bytes"]["b"])
     assert written.count("x SGD, target ") == steps
     assert (tmp_path / "bench.png").stat().st_size > 0
+    # h: a row per row trained, and a sentence per finding whose rows ran.
+    h = written[written.index("## h. ") :]
+    assert sum(line.startswith("| (") for line in h.splitlines()) == 3
+    assert h.count("reproduced**") == 1
+
+
+def table2_rows(valid):
+    """Section h's results with these validation losses per (row, warmup):
+    three seeds each, a loss of inf for a diverged run."""
+    rows = {}
+    for (letter, when), losses in valid.items():
+        runs = [{"train": v, "valid": v, "diverged": v == float("inf")} for v in losses]
+        rows.setdefault(letter, {"warmup": runs, "none": runs})[when] = runs
+    return rows
+
+
+def test_table2_findings_follow_the_numbers():
+    stable = [1.0, 1.01, 0.99]
+    rows = {("A", "none"): [float("inf")] * 3}
+    rows.update({(b, "none"): stable for b in "BHK"})
+    sentence = next(
+        line for line in report._findings(table2_rows(rows)) if "(K)" in line
+    )
+    assert "**reproduced**" in sentence and "diverged 3 and 0" in sentence
+    # (A) no worse than (H): not reproduced.
+    rows[("A", "none")] = [1.0, 1.0, 1.0]
+    sentence = next(
+        line for line in report._findings(table2_rows(rows)) if "(K)" in line
+    )
+    assert "**not reproduced**" in sentence
+    # The best row without warmup is the lowest of those that never diverged.
+    rows[("B", "none")] = [0.5, 0.5, 0.5]
+    best = report._findings(table2_rows(rows))[-2]
+    assert best.startswith("- Best row without warmup")
+    assert "(B), validation loss 0.500" in best
 
 
 @tensorflow_only
