@@ -18,7 +18,8 @@ argument_types <- list(
   beta_1 = "number", momentum_dtype = "string", scale_parameter = "flag",
   min_dim_size_to_factor = "whole", factored = "flag", decay_offset = "whole",
   stochastic_rounding = "flag", beta_2_cap = "number", beta_2 = "number",
-  factor_dims = "string", skip_nonfinite = "flag"
+  factor_dims = "string", skip_nonfinite = "flag",
+  record_statistics = "flag"
 )
 
 # Python keyword arguments accepted in `...`; none yet.

@@ -159,6 +159,13 @@
 #'   loss scaling. It costs one reduction over each gradient. Not under a
 #'   `tf.distribute` strategy. The check is of the gradients before Keras
 #'   divides them by `loss_scale_factor` or clips them.
+#' @param record_statistics `TRUE` or `FALSE`, defaults to `FALSE`. With
+#'   `TRUE`, each step records what it did (the step size, the update's RMS
+#'   before the clip, the fraction of variables clipped and the number of
+#'   steps skipped) in four scalar variables, which
+#'   [callback_adafactor_statistics()] logs during `fit()` and the
+#'   optimizer's method `statistics()` returns. The optimizer does not save
+#'   them.
 #'
 #' @return A Keras 3 optimizer: the Python object `adafactor.Adafactor`, a
 #'   subclass of `keras.optimizers.Optimizer`. It needs Python (>=
@@ -209,7 +216,8 @@ optimizer_adafactor <- function(learning_rate = 0.001,
                                 beta_2_cap = NULL,
                                 beta_2 = NULL,
                                 factor_dims = "last",
-                                skip_nonfinite = FALSE) {
+                                skip_nonfinite = FALSE,
+                                record_statistics = FALSE) {
   args <- python_args(mget(names(argument_types), environment()), list(...))
   pass_on_python_errors(do.call(adafactor_python()$Adafactor, args))
 }

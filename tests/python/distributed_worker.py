@@ -49,7 +49,8 @@ def train(scope=None):
     with scope or contextlib.nullcontext():
         model = build()
         model.set_weights(INITIAL)
-        model.compile(optimizer=Adafactor(learning_rate=0.05), loss="mse")
+        optimizer = Adafactor(learning_rate=0.05, record_statistics=True)
+        model.compile(optimizer=optimizer, loss="mse")
     logger = StatisticsLogger()
     history = model.fit(
         X, Y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[logger]

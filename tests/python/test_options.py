@@ -150,6 +150,7 @@ EVERY_OPTION = dict(
     beta_2=0.999,
     factor_dims="largest",
     skip_nonfinite=True,
+    record_statistics=True,
 )
 
 

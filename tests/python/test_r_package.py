@@ -36,6 +36,7 @@ CASES = [
     dict(min_dim_size_to_factor=4, decay_offset=3, stochastic_rounding=True),
     dict(factored=False),
     dict(beta_2_cap=0.9, beta_2=0.99, factor_dims="largest", skip_nonfinite=True),
+    dict(record_statistics=True),
 ]
 EACH_CASE = pytest.mark.parametrize(
     "kwargs", CASES, ids=lambda kw: ",".join(kw) or "defaults"

@@ -1,5 +1,6 @@
-"""What the last step did (Adafactor.statistics) and StatisticsLogger, which
-writes it into fit()'s logs: checked against the float64 oracle."""
+"""What the last step did (record_statistics=True, Adafactor.statistics) and
+StatisticsLogger, which writes it into fit()'s logs: checked against the
+float64 oracle."""
 
 import zipfile
 
@@ -11,7 +12,7 @@ import pytest
 import oracle
 from adafactor import Adafactor, StatisticsLogger
 from adafactor.optimizer import STATISTICS
-from helpers import BACKEND, to_numpy
+from helpers import BACKEND, saved_variables, to_numpy
 from tools.harness import CompiledStep, state_variables
 
 pytestmark = pytest.mark.update_rule
@@ -61,8 +62,13 @@ def our_statistics(optimizer, x0s, grads, compiler):
     out = []
     for step_grads in grads:
         step([keras.ops.convert_to_tensor(g.astype("float32")) for g in step_grads])
-        step.sync()
-        out.append({k: float(to_numpy(v)) for k, v in optimizer.statistics().items()})
+        if step.backend == "jax":
+            # Read from the values stateless_apply returned, as a JAX loop
+            # does; the optimizer's variables still hold the first ones.
+            statistics = optimizer.statistics(step._state)
+        else:
+            statistics = optimizer.statistics()
+        out.append({k: float(to_numpy(v)) for k, v in statistics.items()})
     return out
 
 
@@ -75,7 +81,8 @@ def test_statistics_match_the_oracle(compiler, relative_step):
     )
     x0s, grads = problem()
     want = oracle_statistics(x0s, grads, **kwargs)
-    got = our_statistics(Adafactor(**kwargs), x0s, grads, compiler)
+    optimizer = Adafactor(record_statistics=True, **kwargs)
+    got = our_statistics(optimizer, x0s, grads, compiler)
     for t, ((rho, rms_u, clipped), ours) in enumerate(zip(want, got), start=1):
         assert ours["adafactor_step_size"] == pytest.approx(rho, rel=1e-6), t
         assert ours["adafactor_update_rms"] == pytest.approx(rms_u, rel=1e-4), t
@@ -91,7 +98,7 @@ def test_statistics_match_the_oracle(compiler, relative_step):
 @pytest.mark.parametrize("compiler", COMPILERS)
 def test_skipped_steps_are_counted_and_change_nothing_else(compiler):
     x0s, grads = problem()
-    optimizer = Adafactor(skip_nonfinite=True)
+    optimizer = Adafactor(skip_nonfinite=True, record_statistics=True)
     variables = [keras.Variable(x.astype("float32")) for x in x0s]
     step = CompiledStep(optimizer, variables, compiler)
 
@@ -114,19 +121,37 @@ def test_skipped_steps_are_counted_and_change_nothing_else(compiler):
 
 def test_gradient_accumulation_records_the_update_steps_only():
     x0s, grads = problem()
-    optimizer = Adafactor(gradient_accumulation_steps=2)
+    optimizer = Adafactor(
+        learning_rate=0.9, gradient_accumulation_steps=2, record_statistics=True
+    )
     variables = [keras.Variable(x.astype("float32")) for x in x0s]
     optimizer.build(variables)
     tensors = [keras.ops.convert_to_tensor(g.astype("float32")) for g in grads[0]]
-    optimizer.apply(tensors, variables)
-    assert float(to_numpy(optimizer.statistics()["adafactor_step_size"])) == 0
-    optimizer.apply(tensors, variables)
-    assert float(to_numpy(optimizer.statistics()["adafactor_step_size"])) > 0
+    rates = []
+    for _ in range(6):
+        optimizer.apply(tensors, variables)
+        rates.append(float(to_numpy(optimizer.statistics()["adafactor_step_size"])))
+    # rho_t = min(0.9, 1/sqrt(t)), t counting the update steps, every second.
+    want = [0, 0.9, 0.9, 1 / np.sqrt(2), 1 / np.sqrt(2), 1 / np.sqrt(3)]
+    np.testing.assert_allclose(rates, want, rtol=1e-6)
 
 
-def test_statistics_before_the_optimizer_is_built_are_refused():
+def test_a_step_of_empty_variables_records_nothing():
+    optimizer = Adafactor(record_statistics=True)
+    variables = [keras.Variable(np.zeros((0, 3), "float32"))]
+    optimizer.apply([keras.ops.zeros((0, 3))], variables)
+    assert all(float(to_numpy(v)) == 0 for v in optimizer.statistics().values())
+
+
+def test_statistics_are_refused_without_record_statistics_or_before_build():
+    optimizer = Adafactor()
+    with pytest.raises(ValueError, match="record_statistics=True .* Received"):
+        optimizer.statistics()
+    optimizer.build([keras.Variable(np.ones((2, 2), "float32"))])
+    # Without them the state is what it was before the option existed.
+    assert [v.name for v in optimizer.variables if v.name in STATISTICS] == []
     with pytest.raises(ValueError, match="before it is built"):
-        Adafactor().statistics()
+        Adafactor(record_statistics=True).statistics()
 
 
 def data(seed=0):
@@ -150,7 +175,7 @@ def test_the_logger_writes_each_epochs_last_step_into_the_history(wrapped):
     kwargs = dict(learning_rate=0.5, clip_threshold=0.9)
 
     def optimizer():
-        ours = Adafactor(**kwargs)
+        ours = Adafactor(record_statistics=True, **kwargs)
         return keras.optimizers.LossScaleOptimizer(ours) if wrapped else ours
 
     model = small_model(optimizer())
@@ -177,32 +202,60 @@ def test_the_logger_writes_each_epochs_last_step_into_the_history(wrapped):
     assert len(set(history.history["adafactor_step_size"])) == 3
 
 
-def test_the_logger_names_a_model_without_adafactor():
+def test_the_logger_refuses_a_model_it_cannot_log_before_training():
     x, y = data()
     model = small_model(keras.optimizers.SGD())
     with pytest.raises(TypeError, match="Adafactor optimizer. Received: .*SGD"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[StatisticsLogger()])
+    model = small_model(Adafactor())
+    with pytest.raises(ValueError, match="record_statistics=True"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[StatisticsLogger()])
+    assert int(to_numpy(model.optimizer.iterations)) == 0
 
 
-def test_the_statistics_are_not_saved(tmp_path):
+def saved_count(path):
+    """How many optimizer variables a .keras file holds."""
+    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as f:
+        with h5py.File(f) as weights:
+            return len(weights["optimizer"]["vars"])
+
+
+@pytest.mark.parametrize("recording", [True, False], ids=["saved-with", "without"])
+def test_files_saved_with_and_without_statistics_load_into_each_other(
+    tmp_path, recording
+):
     x, y = data()
-    model = small_model(Adafactor(skip_nonfinite=True))
+    model = small_model(Adafactor(skip_nonfinite=True, record_statistics=recording))
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     path = str(tmp_path / "model.keras")
     model.save(path)
-    # The file holds the state the optimizer held before it had statistics:
-    # the step count, the rate and one r and c or v per variable.
-    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as f:
-        with h5py.File(f) as weights:
-            saved = len(weights["optimizer"]["vars"])
-    assert saved == 2 + len(state_variables(model.optimizer)) == 2 + 6
+    # The file holds the state of an optimizer without statistics: the step
+    # count, the rate and one r and c or v per variable.
+    assert saved_count(path) == 2 + len(state_variables(model.optimizer)) == 2 + 6
+    # Loaded into an optimizer made the other way, the state is all there.
+    other = small_model(Adafactor(skip_nonfinite=True, record_statistics=not recording))
+    other.optimizer.build(other.trainable_variables)
+    other.load_weights(path)
+    for a, b in zip(saved_variables(other.optimizer), saved_variables(model.optimizer)):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    if not recording:
+        statistics = other.optimizer.statistics()
+        assert all(float(to_numpy(v)) == 0 for v in statistics.values())
+        # And it trains on from there.
+        other.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        rate = other.optimizer.statistics()["adafactor_step_size"]
+        assert float(to_numpy(rate)) > 0
+
+
+def test_without_statistics_a_loss_scaled_file_holds_what_it_held_before(tmp_path):
+    # A LossScaleOptimizer saves its inner optimizer's variables itself.
+    x, y = data()
+    model = small_model(keras.optimizers.LossScaleOptimizer(Adafactor()))
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    names = [v.name for v in model.optimizer.variables]
+    assert saved_count(path) == len(names) and not set(names) & set(STATISTICS)
     loaded = keras.models.load_model(path)
-    statistics = loaded.optimizer.statistics()
-    assert all(float(to_numpy(v)) == 0 for v in statistics.values())
-    names = set(STATISTICS)
     for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
-        if a.name not in names:
-            np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
-    # And it trains on from there.
-    loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
-    assert float(to_numpy(loaded.optimizer.statistics()["adafactor_step_size"])) > 0
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))

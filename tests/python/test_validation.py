@@ -230,6 +230,10 @@ ARGUMENTS = {
         [True, False],
         [(1, TypeError, FLAG), ("yes", TypeError, FLAG), (None, TypeError, FLAG)],
     ),
+    "record_statistics": Argument(
+        [True, False],
+        [(1, TypeError, FLAG), ("yes", TypeError, FLAG), (None, TypeError, FLAG)],
+    ),
     # TensorFlow's name-scope rule: any other name breaks fit() there.
     "name": Argument(
         [None, "my_adafactor", ".hidden", "3d", "a.b>c-d\\e"],

@@ -6,7 +6,9 @@ test_that("callback_adafactor_statistics() logs each epoch into the history", {
   y <- np$sum(x, axis = 1L, keepdims = TRUE)
   model <- keras$Sequential(list(keras$Input(list(4L)), keras$layers$Dense(1L)))
   model$compile(
-    optimizer = optimizer_adafactor(learning_rate = 0.5, skip_nonfinite = TRUE),
+    optimizer = optimizer_adafactor(
+      learning_rate = 0.5, skip_nonfinite = TRUE, record_statistics = TRUE
+    ),
     loss = "mse"
   )
   callback <- callback_adafactor_statistics()
@@ -38,7 +40,9 @@ test_that("keras3's plot() shows the logged statistics", {
   skip_if_no_keras()
   model <- keras3::keras_model_sequential(input_shape = 4) |>
     keras3::layer_dense(1)
-  keras3::compile(model, optimizer = optimizer_adafactor(), loss = "mse")
+  keras3::compile(model,
+    optimizer = optimizer_adafactor(record_statistics = TRUE), loss = "mse"
+  )
   x <- matrix(stats::rnorm(64), 16)
   history <- keras3::fit(model, x, rowSums(x),
     epochs = 3, verbose = 0,
@@ -48,4 +52,18 @@ test_that("keras3's plot() shows the logged statistics", {
   plot <- plot(history)
   expect_s3_class(plot, "ggplot")
   expect_true("adafactor_update_rms" %in% plot$data$metric)
+})
+
+test_that("an optimizer that records nothing is refused with its option named", {
+  skip_if_no_keras()
+  keras <- keras_py()
+  model <- keras$Sequential(list(keras$Input(list(4L)), keras$layers$Dense(1L)))
+  model$compile(optimizer = optimizer_adafactor(), loss = "mse")
+  x <- matrix(stats::rnorm(64), 16)
+  expect_error(
+    model$fit(x, as.matrix(rowSums(x)),
+      verbose = 0L, callbacks = list(callback_adafactor_statistics())
+    ),
+    "record_statistics = TRUE"
+  )
 })

@@ -10,7 +10,7 @@ test_that("the signature is keras3's optimizer_adafactor()", {
     beta_1 = NULL, momentum_dtype = "float32", scale_parameter = TRUE,
     min_dim_size_to_factor = NULL, factored = TRUE, decay_offset = 0,
     stochastic_rounding = FALSE, beta_2_cap = NULL, beta_2 = NULL,
-    factor_dims = "last", skip_nonfinite = FALSE
+    factor_dims = "last", skip_nonfinite = FALSE, record_statistics = FALSE
   )
   expect_identical(formals(optimizer_adafactor), as.pairlist(expected))
 })
@@ -34,7 +34,7 @@ test_that("every argument reaches Python", {
     gradient_accumulation_steps = 3, beta_1 = 0.9, momentum_dtype = "bfloat16",
     scale_parameter = FALSE, min_dim_size_to_factor = 16, factored = FALSE,
     decay_offset = 100, stochastic_rounding = TRUE, beta_2_cap = 0.95,
-    factor_dims = "largest", skip_nonfinite = TRUE
+    factor_dims = "largest", skip_nonfinite = TRUE, record_statistics = TRUE
   )
   config <- do.call(optimizer_adafactor, args)$get_config()
   for (name in names(args)) {
@@ -68,7 +68,10 @@ test_that("a model built through reticulate trains, saves and loads", {
     keras$Input(list(4L)), keras$layers$Dense(8L, activation = "tanh"),
     keras$layers$Dense(1L)
   ))
-  model$compile(optimizer = optimizer_adafactor(learning_rate = 0.05), loss = "mse")
+  model$compile(
+    optimizer = optimizer_adafactor(learning_rate = 0.05, record_statistics = TRUE),
+    loss = "mse"
+  )
   history <- model$fit(x, y, epochs = 10L, batch_size = 16L, verbose = 0L)
   losses <- unlist(history$history$loss)
   expect_lt(losses[length(losses)], losses[1] / 2)

@@ -128,6 +128,7 @@ RULES = {
         'one of "last", "largest"',
     ),
     "skip_nonfinite": _FLAG,
+    "record_statistics": _FLAG,
     "name": Rule(
         lambda x: isinstance(x, str),
         lambda x: _NAME.fullmatch(x) is not None,

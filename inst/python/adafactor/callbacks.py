@@ -13,28 +13,29 @@ class StatisticsLogger(keras.callbacks.Callback):
     the clip, averaged over the variables), `adafactor_clip_fraction` and
     `adafactor_skipped_steps`.
 
-    The values are read once per epoch, after the epoch's steps: nothing is
-    added to the step itself. The model's optimizer must be an `Adafactor`,
-    or a `LossScaleOptimizer` around one.
+    The values are read once per epoch, after the epoch's steps. The model's
+    optimizer must be an `Adafactor` made with `record_statistics=True`, or a
+    `LossScaleOptimizer` around one.
     """
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        logs.update(
-            {
-                name: float(ops.convert_to_numpy(value))
-                for name, value in self._statistics().items()
-            }
-        )
+    def on_train_begin(self, logs=None):
+        self._adafactor()._require_statistics()  # refused before any step
 
-    def _statistics(self):
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(
+                {
+                    name: float(ops.convert_to_numpy(value))
+                    for name, value in self._adafactor().statistics().items()
+                }
+            )
+
+    def _adafactor(self):
         optimizer = self.model.optimizer
         inner = getattr(optimizer, "inner_optimizer", optimizer)
         if not isinstance(inner, Adafactor):
             raise TypeError(
                 "StatisticsLogger needs a model compiled with an Adafactor "
-                "optimizer. Received: optimizer of type "
-                f"{type(optimizer).__name__}"
+                f"optimizer. Received: optimizer of type {type(optimizer).__name__}"
             )
-        return inner.statistics()
+        return inner

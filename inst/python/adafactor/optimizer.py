@@ -33,8 +33,8 @@ from adafactor._sparse import coalesced, row_sparse, touched_rows
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
-# What the last step did, one scalar each (see Adafactor.statistics); not
-# saved with the optimizer.
+# What the last step did, one scalar each, with record_statistics (see
+# Adafactor.statistics); not saved with the optimizer.
 STATISTICS = {
     "adafactor_step_size": "float32",
     "adafactor_update_rms": "float32",
@@ -234,6 +234,12 @@ class Adafactor(keras.optimizers.Optimizer):
             each gradient. Not under a tf.distribute strategy. The check is
             of the gradients given to apply(), before Keras divides them by
             loss_scale_factor or clips them.
+        record_statistics: Bool. With True, each step records what it did:
+            the step size rho_t, the RMS of the update before the clip
+            (averaged over the variables), the fraction of variables clipped
+            and the number of steps skipped, in four scalar variables (see
+            `statistics()`, and `adafactor.StatisticsLogger`, which logs
+            them in `fit()`).
     """
 
     def __init__(
@@ -265,6 +271,7 @@ class Adafactor(keras.optimizers.Optimizer):
         beta_2=None,
         factor_dims="last",
         skip_nonfinite=False,
+        record_statistics=False,
         **kwargs,
     ):
         validate(locals())
@@ -300,6 +307,7 @@ class Adafactor(keras.optimizers.Optimizer):
         self.beta_2 = None if beta_2 is None else float(beta_2)
         self.factor_dims = factor_dims
         self.skip_nonfinite = skip_nonfinite
+        self.record_statistics = record_statistics
         self._deciding = False
         self._records = []  # (RMS(U_t), clip) per variable, in a step
         if stochastic_rounding:
@@ -413,7 +421,7 @@ class Adafactor(keras.optimizers.Optimizer):
             name: self.add_variable(
                 (), dtype=dtype, aggregation="only_first_replica", name=name
             )
-            for name, dtype in STATISTICS.items()
+            for name, dtype in (STATISTICS.items() if self.record_statistics else ())
         }
         if getattr(self, "_unfactored", None) is not None:
             # Saved by position: a loaded model's variables keep their order,
@@ -470,7 +478,8 @@ class Adafactor(keras.optimizers.Optimizer):
         )
 
     def _skip(self):
-        self._statistics["adafactor_skipped_steps"].assign_add(1)
+        if self.record_statistics:
+            self._statistics["adafactor_skipped_steps"].assign_add(1)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         """As Keras's; with skip_nonfinite, a step with a non-finite gradient
@@ -495,7 +504,7 @@ class Adafactor(keras.optimizers.Optimizer):
     def _skipped(self, optimizer_variables):
         """The values of the optimizer's variables after a skipped step: as
         they were, but for the count of skipped steps."""
-        count = self._statistics["adafactor_skipped_steps"]
+        count = self._statistics.get("adafactor_skipped_steps")
         return [
             value + 1 if variable is count else value
             for variable, value in zip(self.variables, optimizer_variables)
@@ -512,13 +521,16 @@ class Adafactor(keras.optimizers.Optimizer):
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         """As Keras's, and what the step did written to the statistics."""
+        # Under tf.distribute every replica reads the same records, made once
+        # in the cross-replica context: none may empty the list after them.
         self._records = []
         super()._backend_update_step(grads, trainable_variables, learning_rate)
-        if not self._records:
+        records = self._records
+        if not self.record_statistics or not records:  # no variable of size > 0
             return
         rms_u, clip = (
             ops.stack([ops.cast(x, "float32") for x in column])
-            for column in zip(*self._records)
+            for column in zip(*records)
         )
         step = ops.cast(self.iterations + 1, "float32")
         rho = self._step_size(learning_rate, step, "float32")
@@ -530,9 +542,9 @@ class Adafactor(keras.optimizers.Optimizer):
         for name, value in written.items():
             self._statistics[name].assign(value)
 
-    def statistics(self):
-        """What the last step did, as scalar tensors, read without waiting
-        for the host (convert with float()):
+    def statistics(self, optimizer_variables=None):
+        """What the last step did, with record_statistics=True, as scalar
+        tensors (convert with float()):
 
         - `adafactor_step_size`: rho_t, the step size before the parameter
           scale `max(epsilon_2, RMS(X))` (which is each variable's own);
@@ -543,17 +555,34 @@ class Adafactor(keras.optimizers.Optimizer):
         - `adafactor_skipped_steps`: the steps skipped by `skip_nonfinite`.
 
         They are zero before the first step. A skipped step leaves the first
-        three as they were. They are not saved with the optimizer (the count
-        restarts from 0 in a loaded model), so that files saved with and
-        without them load into each other. `adafactor.StatisticsLogger`
+        three as they were. The optimizer does not save them (the count
+        restarts from 0 in a loaded model), so that its files load into an
+        optimizer made without them, and back; a LossScaleOptimizer around it
+        saves its variables itself, these included. `adafactor.StatisticsLogger`
         writes them into `fit()`'s logs.
+
+        In a JAX loop of `stateless_apply`, pass the optimizer variables it
+        returned: the statistics are read from those values.
         """
+        self._require_statistics()
         if not self.built:
             raise ValueError(
                 "The optimizer has no statistics before it is built (by its "
                 "first step, or by build())."
             )
-        return {name: ops.convert_to_tensor(v) for name, v in self._statistics.items()}
+        values = dict(zip(map(id, self.variables), optimizer_variables or ()))
+        return {
+            name: ops.convert_to_tensor(values.get(id(v), v))
+            for name, v in self._statistics.items()
+        }
+
+    def _require_statistics(self):
+        if not self.record_statistics:
+            raise ValueError(
+                "The optimizer records no statistics: make it with "
+                "record_statistics=True (in R, optimizer_adafactor("
+                "record_statistics = TRUE)). Received: record_statistics=False"
+            )
 
     def _saved(self):
         """The variables saved with the optimizer: all but the statistics."""
@@ -727,6 +756,7 @@ class Adafactor(keras.optimizers.Optimizer):
                 "beta_2": self.beta_2,
                 "factor_dims": self.factor_dims,
                 "skip_nonfinite": self.skip_nonfinite,
+                "record_statistics": self.record_statistics,
             }
         )
         chosen = getattr(self, "_unfactored", None)
