@@ -131,6 +131,9 @@ def problems(draw):
                 "learning_rate": st.sampled_from([1e-3, 0.1, 1.0]),
                 "relative_step": st.booleans(),
                 "clip_threshold": st.sampled_from([1.0, 1e-3]),
+                "beta_2": st.sampled_from([None, None, 0.999, 0.5]),
+                "beta_2_cap": st.sampled_from([None, None, 0.3]),
+                "factor_dims": st.sampled_from(["last", "largest"]),
             }
         )
     )
