@@ -526,7 +526,7 @@ class Adafactor(keras.optimizers.Optimizer):
         self._records = []
         super()._backend_update_step(grads, trainable_variables, learning_rate)
         records = self._records
-        if not self.record_statistics or not records:  # no variable of size > 0
+        if not records:  # not recording, or no variable of size > 0
             return
         rms_u, clip = (
             ops.stack([ops.cast(x, "float32") for x in column])
@@ -649,7 +649,8 @@ class Adafactor(keras.optimizers.Optimizer):
         # U_t / max(1, RMS(U_t) / d): the clip.
         rms_u = ops.sqrt(mean_u2)
         clip = ops.maximum(1.0, rms_u / self.clip_threshold)
-        self._records.append((rms_u, clip))
+        if self.record_statistics:
+            self._records.append((rms_u, clip))
         # alpha_t = max(eps_2, RMS(X_{t-1})) rho_t, over the clip.
         scale = self._step_size(learning_rate, step, dtype) / clip
         if self.scale_parameter:
