@@ -20,7 +20,7 @@ pytestmark = pytest.mark.update_rule
 COMPILERS = {
     "tensorflow": ["eager", "default"],
     "jax": ["eager", "default"],
-    "torch": ["eager"],
+    "torch": ["eager", pytest.param("default", marks=pytest.mark.slow)],
 }[BACKEND]
 
 # Gradients that grow for the first variables and shrink for the others:
