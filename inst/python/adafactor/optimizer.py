@@ -493,7 +493,7 @@ class Adafactor(keras.optimizers.Optimizer):
         # variables): a branch returns them.
         optimizer_variables = [ops.convert_to_tensor(v) for v in optimizer_variables]
         trainable_variables = [ops.convert_to_tensor(v) for v in trainable_variables]
-        return ops.cond(
+        return _kernels.cond(
             _all_finite(grads),
             lambda: self._decided(
                 apply, optimizer_variables, grads, trainable_variables
