@@ -138,29 +138,41 @@ def test_row_and_column_sums_keep_float32_precision_on_every_device(monkeypatch,
         np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-6)
 
 
+def _tensorflow_ops(fn):
+    """The operations of tf.function(fn)'s graph, its functions' too."""
+    import tensorflow as tf
+
+    graph = tf.function(fn).get_concrete_function().graph.as_graph_def()
+    nodes = list(graph.node)
+    nodes += [n for f in graph.library.function for n in f.node_def]
+    return {node.op for node in nodes}
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's variables")
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-def test_rms_of_a_sparsely_written_variable_reads_its_blocks_through_gathers(
-    monkeypatch, jit_compile
+@pytest.mark.parametrize("scale", [1.0, 6e18], ids=["plain", "sum-overflows"])
+def test_rms_of_a_sparsely_written_variable_is_read_without_a_copy(
+    monkeypatch, jit_compile, scale
 ):
     """RMS(x) of a variable TensorFlow has written sparsely (so that a dense
-    read would copy it) is read block by block through gathers, and is the
-    RMS of its current value, after every kind of write."""
+    read would copy it) is read whole in place, outside XLA, or block by
+    block through gathers, under XLA and where the sum of the squares
+    overflows float32 while their mean does not; it is the RMS of the
+    variable's current value, after every kind of write."""
     import tensorflow as tf
 
     monkeypatch.setattr(_kernels, "BLOCK", 6)
     rng = np.random.default_rng(5)
-    variable = keras.Variable(rng.standard_normal((7, 2)).astype("float32"))
-    rms = tf.function(
-        lambda: _kernels.root_mean_square(variable, "float32"),
-        jit_compile=jit_compile,
-    )
-    if not jit_compile:  # the loop's body is a function of the graph's library
-        graph = rms.get_concrete_function().graph.as_graph_def()
-        nodes = list(graph.node)
-        nodes += [n for f in graph.library.function for n in f.node_def]
-        ops = {node.op for node in nodes}
-        assert "ResourceGather" in ops and "ReadVariableOp" not in ops
+    x = scale * (1 + rng.random((7, 2))) * rng.choice([-1, 1], (7, 2))
+    variable = keras.Variable(x.astype("float32"))
+
+    def rms():
+        return _kernels.root_mean_square(variable, "float32")
+
+    if not jit_compile:
+        ops = _tensorflow_ops(rms)
+        assert {"DisableCopyOnRead", "L2Loss", "ResourceGather"} <= ops
+    compiled = tf.function(rms, jit_compile=jit_compile)
 
     def expected():
         x = variable.numpy().astype(np.float64)
@@ -168,14 +180,17 @@ def test_rms_of_a_sparsely_written_variable_reads_its_blocks_through_gathers(
 
     writes = [
         lambda: variable.value.scatter_sub(
-            tf.IndexedSlices(tf.ones((2, 2)), tf.constant([1, 5]))
+            tf.IndexedSlices(tf.fill((2, 2), scale), tf.constant([1, 5]))
         ),
-        lambda: variable.assign(variable * 3.0),
-        lambda: variable.assign_sub(tf.fill((7, 2), 0.5)),
+        lambda: variable.assign(variable * 0.9),
+        lambda: variable.assign_sub(tf.fill((7, 2), 0.5 * scale)),
     ]
     for write in writes:
         write()
-        np.testing.assert_allclose(float(rms()), expected(), rtol=1e-6)
+        with np.errstate(over="ignore"):
+            overflows = np.isinf(np.sum(np.square(variable.numpy())))
+        assert overflows == (scale > 1)  # what the case is there for
+        np.testing.assert_allclose(float(compiled()), expected(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
