@@ -20,6 +20,7 @@ from helpers import (
     random_problem,
     to_numpy,
 )
+from tools.harness import state_variables
 
 # With a block of 6 elements: blocks of one row (5, 7), of three rows and a
 # rest of one (7, 2); one block (2, 3); rank 3 and rank 1 are not split.
@@ -86,6 +87,49 @@ def test_a_gradient_with_rows_unknown_when_traced_is_reduced_whole(monkeypatch):
     assert np.all(np.isfinite(losses))
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="torch's dense embedding gradients")
+@pytest.mark.parametrize("rows", ["few", "with-a-nan", "tiny", "most"])
+def test_a_dense_gradient_touching_few_rows_is_applied_at_those_rows(monkeypatch, rows):
+    """torch gives an embedding a dense gradient, zero outside a few rows:
+    the step reads and writes only the rows that are not all zero, and is
+    the dense step (the float64 oracle's); a row whose one entry is NaN, or
+    tiny, is touched. Where most rows are touched, the dense path is taken."""
+    monkeypatch.setattr(_kernels, "BLOCK", 6)
+    written = []
+    subtract_rows = _kernels.subtract_rows
+
+    def spy(variable, indices, delta):
+        written.append(sorted(to_numpy(indices).tolist()))
+        subtract_rows(variable, indices, delta)
+
+    monkeypatch.setattr(_kernels, "subtract_rows", spy)
+    rng = np.random.default_rng(2)
+    shape, steps = (64, 4), 4
+    touched = list(range(40)) if rows == "most" else [0, 2, 5, 40, 63]
+    x0 = rng.standard_normal(shape).astype("float32")
+    grads = []
+    for _ in range(steps):
+        g = np.zeros(shape, "float32")
+        g[touched] = rng.standard_normal((len(touched), 4))
+        g[2] = [0, 0, {"with-a-nan": np.nan, "tiny": -1e-30}.get(rows, 1.0), 0]
+        grads.append([g])
+    optimizer = Adafactor(learning_rate=0.1)
+    got = apply_steps(optimizer, [x0], grads)[-1][0]
+    assert written == ([] if rows == "most" else [touched] * steps)
+    untouched = [i for i in range(64) if i not in touched]
+    np.testing.assert_array_equal(got[untouched], x0[untouched])
+    if rows == "with-a-nan":  # the statistics are NaN as the dense step's
+        monkeypatch.setattr(_kernels, "nonzero_rows", lambda g: None)
+        dense = Adafactor(learning_rate=0.1)
+        apply_steps(dense, [x0], grads)
+        for a, b in zip(state_variables(optimizer), state_variables(dense)):
+            np.testing.assert_array_equal(np.isnan(to_numpy(a)), np.isnan(to_numpy(b)))
+        assert np.isnan(got[2]).all()
+        return
+    want = oracle.trajectory(x0, [g[0] for g in grads], learning_rate=0.1)[-1]
+    assert max_rel_diff(got, want) <= TOLERANCE
+
+
 def _products(fn, *args):
     """The matrix-product operations in fn(*args) as the backend traces it."""
     if BACKEND == "jax":
@@ -95,20 +139,40 @@ def _products(fn, *args):
         return [
             e.params["precision"] for e in eqns if e.primitive.name == "dot_general"
         ]
+    if BACKEND == "torch":
+        import torch
+
+        class Products(torch.overrides.TorchFunctionMode):
+            seen = []
+
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                if func in (torch.matmul, torch.mm, torch.mv, torch.Tensor.matmul):
+                    self.seen.append(func.__name__)
+                return func(*args, **(kwargs or {}))
+
+        with Products() as products:
+            fn(*args)
+        return products.seen
     import tensorflow as tf
 
     graph = tf.function(fn).get_concrete_function(*args).graph
     return [op.type for op in graph.get_operations() if "MatMul" in op.type]
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="torch sums by reduction")
 @pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
 def test_row_and_column_sums_keep_float32_precision_on_every_device(monkeypatch, gpu):
     """Row and column sums go through a matrix product only where it keeps
     float32: JAX asks for its highest precision (GPUs would use TF32 by
     default); TensorFlow, with no such switch per product, uses it on CPUs
-    alone."""
-    if BACKEND == "tensorflow":
+    alone; torch for the column sums alone (it reduces rows faster), where
+    its float32 products are asked for the highest precision (standing in
+    for a GPU here: "high" allows TF32)."""
+    if BACKEND == "torch":
+        import torch
+
+        precision = "high" if gpu else "highest"
+        monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: precision)
+    elif BACKEND == "tensorflow":
         import tensorflow as tf
 
         devices = tf.config.list_logical_devices("CPU")
@@ -131,8 +195,8 @@ def test_row_and_column_sums_keep_float32_precision_on_every_device(monkeypatch,
 
         highest = jax.lax.Precision.HIGHEST
         assert len(products) == 2 and all(p == (highest, highest) for p in products)
-    else:
-        assert len(products) == (0 if gpu else 2)
+    else:  # torch sums rows by reduction
+        assert len(products) == (0 if gpu else 1 if BACKEND == "torch" else 2)
     want = [matrix.sum(1), matrix.sum(0), (matrix * weights[:, None]).sum(0)]
     for got, expected in zip(sums(x, w), want):
         np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-6)

@@ -85,9 +85,9 @@ class AllRows:
         rows, and `term`, what they add to it (see _kernels.Moments)."""
         return new
 
-    def write(self, delta):
-        """What the variable subtracts: `delta` at the touched rows."""
-        return delta
+    def subtract(self, optimizer, variable, delta):
+        """variable -= `delta` at the touched rows."""
+        optimizer.assign_sub(variable, delta)
 
 
 class SomeRows(AllRows):
@@ -102,7 +102,7 @@ class SomeRows(AllRows):
         return ops.take(x, self.indices, axis=0)
 
     def spread(self, update, shape):
-        return ops.scatter(ops.expand_dims(self.indices, -1), update, shape)
+        return _kernels.scatter_rows(self.indices, update, shape)
 
     def statistic(self, decay, old, new, term):
         # Every row decays; the touched ones add their terms, an index's
@@ -111,17 +111,36 @@ class SomeRows(AllRows):
         # more than once.)
         return decay(old, self.spread(term, old.shape))
 
-    def write(self, delta):
-        return _kernels.sparse_like(self.gradient, self.indices, delta, self.shape)
+    def subtract(self, optimizer, variable, delta):
+        delta = _kernels.sparse_like(self.gradient, self.indices, delta, self.shape)
+        optimizer.assign_sub(variable, delta)
 
 
-def touched_rows(gradient, shape, every_row=False):
+class FewRows(SomeRows):
+    """The rows of a dense gradient that are not all zero, where few are:
+    an embedding's, which torch makes dense (see _kernels.nonzero_rows).
+    Each index occurs once."""
+
+    def __init__(self, indices, shape):
+        super().__init__(indices, None, shape)
+
+    def subtract(self, optimizer, variable, delta):
+        _kernels.subtract_rows(variable, self.indices, delta)
+
+
+def touched_rows(gradient, shape, every_row=False, factored=False):
     """The rows a gradient of a variable of `shape` touches, and its values
     there: all rows (the gradient made dense) when `every_row` is asked
     for, or when the variable's rank is above 2 (its column statistic has
-    the rows' axis too); else the rows of a row-sparse gradient."""
+    the rows' axis too); else the rows of a row-sparse gradient, or, for a
+    factored variable, a dense gradient's rows that are not all zero where
+    few are (on torch; see _kernels.nonzero_rows)."""
     shape = tuple(shape)
     rows = None if every_row or len(shape) > 2 else row_sparse(gradient)
+    if rows is None and factored and not every_row and len(shape) == 2:
+        indices = _kernels.nonzero_rows(gradient)
+        if indices is not None:
+            return FewRows(indices, shape), ops.take(gradient, indices, axis=0)
     if rows is None:
         return AllRows(), _kernels.dense(gradient)
     indices, values = sum_duplicates(*rows, shape)

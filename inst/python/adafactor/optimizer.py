@@ -611,7 +611,7 @@ class Adafactor(keras.optimizers.Optimizer):
         # without a gradient gets an update of exactly zero; momentum and
         # stochastic rounding write every row.
         every_row = m is not None or self._rounds_stochastically(variable)
-        rows, g = touched_rows(gradient, variable.shape, every_row)
+        rows, g = touched_rows(gradient, variable.shape, every_row, v is None)
         g = ops.cast(g, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         # beta_2t (see Decay), t counted from decay_offset (from 1).
@@ -679,7 +679,7 @@ class Adafactor(keras.optimizers.Optimizer):
             rounded = _kernels.stochastic_round(new_x, self._seed_generator)
             self.assign(variable, rounded)
         else:
-            self.assign_sub(variable, rows.write(ops.cast(delta, variable.dtype)))
+            rows.subtract(self, variable, ops.cast(delta, variable.dtype))
 
     def _rounds_stochastically(self, variable):
         return self.stochastic_rounding and variable.dtype == "bfloat16"
