@@ -467,7 +467,7 @@ def subtract_in_place(variable, g, row, col):
     with torch.no_grad():
         for start in range(0, x.shape[0], size):
             rows = slice(start, start + size)
-            if x.dtype != g.dtype:
+            if x.dtype != g.dtype or not _runs_eagerly_on_torch():
                 x[rows] -= _product(g[rows], row[rows], col).to(x.dtype)
                 continue
             block = scratch(g[rows].shape, g.dtype, g.device)
