@@ -315,11 +315,14 @@ def embedding_gradients(e, backend):
     """Section f's variables as step_bytes takes them, (shape, rows) pairs.
     TensorFlow gives the embedding a row-sparse gradient (IndexedSlices) of
     batch x tokens rows, touching the distinct tokens of the batch; jax and
-    torch give it a dense one. The Dense layer's are dense everywhere."""
+    torch give it a dense one, zero outside those rows, which ours applies
+    at those rows alone on torch (adafactor._kernels.nonzero_rows). The
+    Dense layer's are dense everywhere."""
     import numpy as np
 
     x, _ = embedding_batch(e)
-    rows = (x.size, len(np.unique(x))) if backend == "tensorflow" else None
+    found = {"tensorflow": "sparse", "torch": "dense"}.get(backend)
+    rows = (x.size, len(np.unique(x)), found) if found else None
     w, out = e["width"], EMBEDDING_OUTPUTS
     return [((e["vocab"], w), rows), ((w, out), None), ((out,), None)]
 
@@ -327,8 +330,9 @@ def embedding_gradients(e, backend):
 def step_bytes(name, variables):
     """A lower bound of the bytes one optimizer step of `name` (in BYTES)
     must read and write, as (read, written), for float32 variables given as
-    (shape, rows) pairs: rows is None for a dense gradient, (k, u) for a
-    row-sparse one of k rows touching u <= k distinct rows.
+    (shape, rows) pairs: rows is None for a dense gradient, (k, u, kind)
+    for one touching u <= k distinct rows: "sparse", a row-sparse one of k
+    rows, or "dense", a dense one, zero outside the u rows.
 
     Each pass over an array that the algorithm's dependencies force counts
     the array's bytes once, and nothing is taken to stay in a cache from
@@ -357,16 +361,23 @@ def step_bytes(name, variables):
       decays, so r and c are still read and written whole.
     - keras Adam: m and v decay at every row and x moves at every row, so
       it reads and writes x, m and v whole, and reads the k rows once.
+
+    A dense gradient zero outside u rows: SGD and Adam take it as dense;
+    ours reads it whole once to find the u rows, then as a row-sparse one
+    of u rows.
     """
     read = written = 0
     for shape, rows in variables:
         n = math.prod(shape)
-        # g: the gradient's elements; moved: the elements of x it moves.
-        if rows is None:
-            g = moved = n
-        else:
-            (k, u), width = rows, n // shape[0]
-            g, moved = k * width, u * width
+        # g: the gradient's elements read per pass; moved: the elements of
+        # x moved; found: those read to find the touched rows.
+        g, moved, found = n, n, 0
+        if rows is not None:
+            (k, u, kind), width = rows, n // shape[0]
+            if kind == "sparse":
+                g, moved = k * width, u * width
+            elif name not in (FLOOR, "keras Adam"):
+                g, moved, found = u * width, u * width, n
         if name == FLOOR:
             r, w = g + moved, moved
         elif name == "keras Adam":
@@ -374,7 +385,7 @@ def step_bytes(name, variables):
         else:
             rms_x = 0 if name == KEPT_RMS else n
             stats = _statistics(shape)
-            r, w = 2 * g + rms_x + moved + stats, moved + stats
+            r, w = found + 2 * g + rms_x + moved + stats, moved + stats
         read, written = read + 4 * r, written + 4 * w
     return read, written
 

@@ -268,13 +268,16 @@ def _verdict(section, label, backend, moved, times, fastest):
     extra = (moved[OURS] - moved[FLOOR]) / fastest
     bound = (sgd + extra) / sgd
     kept = (sgd + (moved[KEPT_RMS] - moved[FLOOR]) / fastest) / sgd
+    more = extra >= 0
     sentence = (
         f"- {section}, {label}: ours {ratio:.2f}x SGD, target {goal}x: "
         f"{'met' if ratio <= goal else 'not met'}. Its optimizer moves "
         f"{moved[OURS] / moved[FLOOR]:.2f}x SGD's bytes; the "
-        f"{(moved[OURS] - moved[FLOOR]) / 1e6:.0f} MB more take {extra:.2f} ms,"
-        f" and SGD's {sgd:.1f} ms plus those make {bound:.2f}x SGD, "
-        f"{_against(bound, goal)} (with RMS(x) kept: {kept:.2f}x)."
+        f"{abs(moved[OURS] - moved[FLOOR]) / 1e6:.0f} MB "
+        f"{'more take' if more else 'fewer save'} {abs(extra):.2f} ms, and "
+        f"SGD's {sgd:.1f} ms {'plus' if more else 'less'} those make "
+        f"{bound:.2f}x SGD, {_against(bound, goal)} (with RMS(x) kept: "
+        f"{kept:.2f}x)."
     )
     if ratio < bound:
         sentence += (

@@ -53,11 +53,18 @@ def test_step_bytes_counts_each_pass_as_its_docstring_says():
     # A vector keeps a full v; its statistics are as large as itself.
     assert elements(models.OURS, shape=(8,)) == (4 * 8 + 8, 8 + 8)
     # Row-sparse: the k gradient rows, the u rows of x, and what is whole.
-    rows, g, x = (k, u), k * width, u * width
+    rows, g, x = (k, u, "sparse"), k * width, u * width
     assert elements(models.FLOOR, rows) == (g + x, x)
     assert elements(models.OURS, rows) == (2 * g + n + x + stats, x + stats)
     assert elements(models.KEPT_RMS, rows) == (2 * g + x + stats, x + stats)
     assert elements("keras Adam", rows) == (g + 3 * n, 3 * n)
+    # Dense, zero outside u rows: whole for SGD and Adam; ours reads it
+    # once to find the rows, then takes it as u rows.
+    rows = (k, u, "dense")
+    assert elements(models.FLOOR, rows) == (2 * n, n)
+    assert elements("keras Adam", rows) == (4 * n, 3 * n)
+    assert elements(models.OURS, rows) == (n + 2 * x + n + x + stats, x + stats)
+    assert elements(models.KEPT_RMS, rows) == (n + 3 * x + stats, x + stats)
 
 
 def test_peak_worker_runs_every_contender():
@@ -181,3 +188,21 @@ def test_peers_state_is_counted_in_a_process_of_its_own(backend):
         assert 0 <= extra <= 2 * len(shapes) + 1
     else:
         assert list(state) == [peer]
+
+
+@pytest.mark.parametrize("ours_mb", [5, 2], ids=["more-bytes", "fewer-bytes"])
+def test_a_bytes_verdict_follows_the_numbers_it_is_given(ours_mb):
+    """Section g's sentence, from synthetic numbers: 1 MB a ms, SGD 3 MB
+    in 10 ms, ours 12 ms and `ours_mb`, more or fewer bytes than SGD's."""
+    moved = {models.FLOOR: 3e6, models.OURS: ours_mb * 1e6, models.KEPT_RMS: 1e6}
+    times = {models.FLOOR: 10.0, models.OURS: 12.0}
+    got = report._verdict("f", "torch", "torch", moved, times, 1e6)
+    assert "ours 1.20x SGD, target 1.5x: met" in got
+    if ours_mb > 3:
+        assert "the 2 MB more take 2.00 ms, and SGD's 10.0 ms plus those" in got
+        assert "make 1.20x SGD, within the target" in got
+    else:
+        assert "the 1 MB fewer save 1.00 ms, and SGD's 10.0 ms less those" in got
+        assert "make 0.90x SGD, within the target" in got
+        assert "this step moves bytes faster" not in got  # 1.2 > 0.9
+    assert "(with RMS(x) kept: 0.80x)" in got
