@@ -257,6 +257,40 @@ def test_rms_of_a_sparsely_written_variable_is_read_without_a_copy(
         np.testing.assert_allclose(float(compiled()), expected(), rtol=1e-6)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's variables")
+def test_a_sparse_write_leaves_the_variable_readable_without_a_copy():
+    """After its sparse write of an embedding, the step turns copy-on-read
+    mode (in which every dense read, the next forward pass's, copies the
+    variable) back off: a DisableCopyOnRead that runs after the scatter."""
+    import tensorflow as tf
+
+    variable = keras.Variable(np.ones((8, 3), "float32"))
+    optimizer = Adafactor()
+    optimizer.build([variable])
+    gradient = tf.IndexedSlices(tf.ones((2, 3)), tf.constant([1, 5]), (8, 3))
+    step = tf.function(lambda: optimizer.apply([gradient], [variable]))
+    graph = step.get_concrete_function().graph.as_graph_def()
+    nodes = {node.name: node for node in graph.node}
+
+    def after(name, op_type):  # whether `name` runs after an op of op_type
+        seen, todo = set(), [name]
+        while todo:
+            node = nodes.get(todo.pop().lstrip("^").split(":")[0])
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op == op_type and node.name != name:
+                return True
+            todo.extend(node.input)
+        return False
+
+    disables = [n for n, node in nodes.items() if node.op == "DisableCopyOnRead"]
+    assert any(after(n, "ResourceScatterSub") for n in disables)
+    step()  # and a dense read after it sees the step's rows
+    x = to_numpy(variable)
+    assert np.all(x[[1, 5]] < 1) and np.all(x[[0, 2, 3, 4, 6, 7]] == 1)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
 @pytest.mark.parametrize("where", [0, 17, -1])
 def test_all_finite_finds_any_non_finite_entry(bad, where):

@@ -326,10 +326,35 @@ def _reads_in_place(x, dtype):
     outside XLA (which has no kernel for that read), in the state's dtype."""
     if keras.backend.backend() != "tensorflow" or x.dtype != dtype:
         return False
+    return not _in_xla() and hasattr(_tensorflow_variable(x), "read_value_no_copy")
+
+
+def copy_on_write(variable):
+    """A variable TensorFlow has just written sparsely put back, outside
+    XLA, into the mode in which a dense read does not copy it.
+
+    A sparse write puts a variable in copy-on-read mode: every dense read
+    then copies it whole, as Keras's Embedding does at the next forward
+    pass. In copy-on-write mode (read_value_no_copy's), a dense read is not
+    copied; a later write copies the variable first only if such a read is
+    still held. Either mode gives the same values; only the copies differ.
+    bench/, section f without XLA: ours 27.6 ms a step before, 13.4 ms
+    after (SGD 20.0 ms, whose forward pass copies the table).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return
     import tensorflow as tf
 
-    in_xla = tf.__internal__.get_enclosing_xla_context() is not None
-    return not in_xla and hasattr(_tensorflow_variable(x), "read_value_no_copy")
+    variable = _tensorflow_variable(variable)
+    if _in_xla() or not hasattr(variable, "read_value_no_copy"):
+        return
+    tf.raw_ops.DisableCopyOnRead(resource=variable.handle)
+
+
+def _in_xla():
+    import tensorflow as tf
+
+    return tf.__internal__.get_enclosing_xla_context() is not None
 
 
 def _root_mean_square_in_place(x, dtype):

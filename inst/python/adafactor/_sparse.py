@@ -114,6 +114,7 @@ class SomeRows(AllRows):
     def subtract(self, optimizer, variable, delta):
         delta = _kernels.sparse_like(self.gradient, self.indices, delta, self.shape)
         optimizer.assign_sub(variable, delta)
+        _kernels.copy_on_write(variable)
 
 
 class FewRows(SomeRows):
