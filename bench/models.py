@@ -188,6 +188,13 @@ RUNS = [
     ("torch", "torch", "auto"),
 ]
 
+# Section f's runs whose forward pass copies the embedding table whole, for
+# every contender but ours: TensorFlow without XLA keeps a variable it has
+# written sparsely in copy-on-read mode, in which a dense read (the
+# Embedding layer's) copies it; ours turns the mode back after its write
+# (adafactor._kernels.copy_on_write).
+COPIES_THE_TABLE = ("tensorflow (default: no XLA on CPU)",)
+
 # ----------------------------------------------------------------- models
 
 # The task of section e: reversing 12 tokens of a vocabulary of 16 (0 unused).

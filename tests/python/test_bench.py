@@ -206,3 +206,16 @@ def test_a_bytes_verdict_follows_the_numbers_it_is_given(ours_mb):
         assert "make 0.90x SGD, within the target" in got
         assert "this step moves bytes faster" not in got  # 1.2 > 0.9
     assert "(with RMS(x) kept: 0.80x)" in got
+
+
+def test_a_forward_pass_copying_the_table_is_taken_out_of_sgds_step():
+    """Where SGD's forward pass copies the table and ours' does not, the
+    verdict says what the copy takes, and ours against SGD without it."""
+    times = {models.FLOOR: 10.0, models.OURS: 6.0}
+    verdict = "- f, tensorflow: ours 0.60x SGD." + report._FASTER_THAN_NUMPY
+    got = report._with_the_copy(verdict, times, 8e6, 1e6)  # 1 MB a ms
+    assert report._FASTER_THAN_NUMPY not in got
+    assert got.endswith(
+        "the copy reads and writes 8 MB, 8.00 ms at the copy rate, and SGD's"
+        " step less the copy takes 2.0 ms, ours 3.00x that."
+    )
