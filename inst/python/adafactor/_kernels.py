@@ -360,8 +360,9 @@ def copy_on_write(variable):
     pass. In copy-on-write mode (read_value_no_copy's), a dense read is not
     copied; a later write copies the variable first only if such a read is
     still held. Either mode gives the same values; only the copies differ.
-    bench/, section f without XLA: ours 27.6 ms a step before, 13.4 ms
-    after (SGD 20.0 ms, whose forward pass copies the table).
+    bench/, section f without XLA, ours and SGD interleaved: ours 27.6 ms a
+    step before, 13.4 ms after, SGD 20.0 ms (whose forward pass copies the
+    table); bench/results.md: 12.9 ms against SGD's 19.1.
     """
     if keras.backend.backend() != "tensorflow":
         return
