@@ -249,10 +249,11 @@ def scratch(shape, dtype, device):
     size = math.prod(shape)
     if size > BLOCK:
         return torch.empty(shape, dtype=dtype, device=device)
-    key = (dtype, str(device), BLOCK)
-    if key not in _SCRATCH.__dict__:
-        _SCRATCH.__dict__[key] = torch.empty(BLOCK, dtype=dtype, device=device)
-    return _SCRATCH.__dict__[key][:size].view(shape)
+    kept = _SCRATCH.__dict__.get((dtype, str(device)))
+    if kept is None or kept.numel() < size:
+        kept = torch.empty(BLOCK, dtype=dtype, device=device)
+        _SCRATCH.__dict__[(dtype, str(device))] = kept
+    return kept[:size].view(shape)
 
 
 def block_square_sums(x, dtype, scale):
@@ -337,18 +338,26 @@ def mean(x, axis=None, count=None):
 
 
 def root_mean_square(x, dtype):
-    """RMS(x) of a variable, computed in `dtype`."""
-    if _reads_in_place(x, dtype):
-        return _root_mean_square_in_place(x, dtype)
+    """RMS(x) of a variable, computed in `dtype`: read whole in place where
+    it can be (TensorFlow outside XLA, in the state's dtype), else by
+    blocks."""
+    in_place = _in_place(x)
+    if in_place is not None and x.dtype == dtype:
+        return _root_mean_square_in_place(in_place, dtype)
     return _scaled_root_mean_square(x, dtype)
 
 
-def _reads_in_place(x, dtype):
-    """Whether RMS(x) may read the variable whole, in place: TensorFlow
-    outside XLA (which has no kernel for that read), in the state's dtype."""
-    if keras.backend.backend() != "tensorflow" or x.dtype != dtype:
-        return False
-    return not _in_xla() and hasattr(_tensorflow_variable(x), "read_value_no_copy")
+def _in_place(x):
+    """The tf.Variable of x where TensorFlow can read it without a copy and
+    switch its copy mode: outside XLA, which has no kernel for either; else
+    None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    variable = _tensorflow_variable(x)
+    in_xla = tf.__internal__.get_enclosing_xla_context() is not None
+    return None if in_xla or not hasattr(variable, "read_value_no_copy") else variable
 
 
 def copy_on_write(variable):
@@ -364,20 +373,11 @@ def copy_on_write(variable):
     step before, 13.4 ms after, SGD 20.0 ms (whose forward pass copies the
     table); bench/results.md: 12.9 ms against SGD's 19.1.
     """
-    if keras.backend.backend() != "tensorflow":
-        return
-    import tensorflow as tf
+    variable = _in_place(variable)
+    if variable is not None:
+        import tensorflow as tf
 
-    variable = _tensorflow_variable(variable)
-    if _in_xla() or not hasattr(variable, "read_value_no_copy"):
-        return
-    tf.raw_ops.DisableCopyOnRead(resource=variable.handle)
-
-
-def _in_xla():
-    import tensorflow as tf
-
-    return tf.__internal__.get_enclosing_xla_context() is not None
+        tf.raw_ops.DisableCopyOnRead(resource=variable.handle)
 
 
 def _root_mean_square_in_place(x, dtype):
@@ -390,7 +390,7 @@ def _root_mean_square_in_place(x, dtype):
     scaled; where their sum overflows, the scaled reduction is taken."""
     import tensorflow as tf
 
-    half = tf.nn.l2_loss(_tensorflow_variable(x).read_value_no_copy())  # sum(x^2) / 2
+    half = tf.nn.l2_loss(x.read_value_no_copy())  # sum(x^2) / 2
     rms = tf.sqrt(half) * math.sqrt(2 / math.prod(x.shape))
     return tf.cond(
         tf.math.is_inf(half), lambda: _scaled_root_mean_square(x, dtype), lambda: rms
