@@ -64,9 +64,11 @@
 #'   The learning rate. Defaults to `0.001`.
 #' @param beta_2_decay A number < 0, defaults to `-0.8`. The decay rate of
 #'   `beta_2`: `beta_2` at step `t` is `1 - t^beta_2_decay`.
-#' @param epsilon_1 A number >= 1.1754944e-38 (the least normal float32),
-#'   defaults to `1e-30`. A small offset to keep the denominator away from 0;
-#'   a smaller one is 0 on backends that flush subnormal numbers to zero.
+#' @param epsilon_1 A number from `2^-102` (1.97e-31) to `2^126` (8.5e37),
+#'   defaults to `1e-30`. A small offset added to the squared gradient, to
+#'   keep the denominator away from 0. Squares below float32's least normal
+#'   number (`2^-126`) are lost, and a smaller `epsilon_1` would not outweigh
+#'   them; a larger one overflows float32 in the statistics.
 #' @param epsilon_2 A number >= 0, defaults to `1e-3`. A small offset to avoid
 #'   the learning rate becoming too small by time: steps are scaled by
 #'   `max(epsilon_2, RMS(weights))`.

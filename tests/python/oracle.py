@@ -133,13 +133,14 @@ def trajectory(x0, grads, **kwargs):
 
 
 def run(x0, grads, **kwargs):
-    """As trajectory, and the largest value the steps met (`largest`)."""
+    """As trajectory, and the oracle after the steps (its `largest` value
+    met, its last `update_rms`)."""
     opt = Adafactor(**kwargs)
     x, path = x0, []
     for t, g in enumerate(grads, start=1):
         x = opt.step(0, x, g, t)
         path.append(x)
-    return path, opt.largest
+    return path, opt
 
 
 def pair(shape, factor_dims):

@@ -25,6 +25,7 @@ class Argument(NamedTuple):
 AS_FLOAT32 = r" \(as a float32\)"
 IN_INT32 = r" \(at most 2147483647\)"
 NORMAL = "a normal float32 >= 1.1754944e-38 \\(the least normal float32"
+EPSILON_1 = re.escape("a number in [2^-102, 2^126], [1.9721523e-31, 8.507059e+37]")
 NAME = "valid TensorFlow name scope"
 FLAG = "True or False"
 
@@ -54,15 +55,18 @@ ARGUMENTS = {
             (-1e-46, ValueError, "a number < 0" + AS_FLOAT32),
         ],
     ),
-    # Below the least normal float32 is 0 where subnormals flush to zero.
+    # Squares below the least normal float32 are lost: a smaller epsilon_1
+    # would not outweigh them; a larger one overflows the statistics.
     "epsilon_1": Argument(
-        [1e-30, 2.0**-126, 1.0],
+        [1e-30, 2.0**-102, 1.0, 2.0**126],
         [
-            (-1e-30, ValueError, "least normal float32"),
-            (0.0, ValueError, "least normal float32"),
-            (1e-40, ValueError, "least normal float32"),
-            (1e39, ValueError, NORMAL),
-            (None, TypeError, NORMAL),
+            (-1e-30, ValueError, EPSILON_1),
+            (0.0, ValueError, EPSILON_1),
+            (2.0**-126, ValueError, EPSILON_1),
+            (2.0**-103, ValueError, EPSILON_1),
+            (2.0**127, ValueError, EPSILON_1),
+            (1e39, ValueError, EPSILON_1),
+            (None, TypeError, EPSILON_1),
         ],
     ),
     "epsilon_2": Argument(

@@ -75,13 +75,25 @@ def _whole(ok, allowed, none_ok=False):
 
 
 _FLAG = Rule(_is_flag, lambda x: True, "True or False")
-# The statistics and the update are float32 (or wider); an epsilon_1 or
-# clip_threshold below the least normal float32 is 0 once flushed to zero,
-# as TensorFlow, XLA and GPUs do, and a zero gradient row then gives 0 / 0.
+# epsilon_1 is added to squares of gradient entries; float32 holds none
+# below its least normal number, 2^-126, and those are lost. From 2^-102 up,
+# epsilon_1 keeps that loss below float32's rounding of the statistics; up
+# to 2^126 (a quarter of float32's largest), it keeps the statistics of a
+# zero gradient inside float32's range.
+EPSILON_1_RANGE = (2.0**-102, 2.0**126)
+_EPSILON_1 = (
+    "a number in [2^-102, 2^126], [1.9721523e-31, 8.507059e+37] (squared"
+    " gradients below float32's least normal number, 2^-126, are lost, and a"
+    " smaller epsilon_1 would not outweigh them; a larger one overflows"
+    " float32 in the statistics)"
+)
+# The update is float32 (or wider); a clip_threshold below the least normal
+# float32 is 0 once flushed to zero, as TensorFlow, XLA and GPUs do, and the
+# clip of an all-zero gradient then divides 0 by 0.
 _NORMAL = (
     "a normal float32 >= 1.1754944e-38 (the least normal float32: a smaller"
     " one is 0 on backends that flush subnormals to zero, and an all-zero"
-    " gradient row then divides 0 by 0)"
+    " gradient then divides 0 by 0)"
 )
 # TensorFlow's rule for a name scope, less the `/` Keras refuses: any other
 # name breaks training there.
@@ -94,7 +106,9 @@ BETA_2_DECAY = -0.8
 # What each argument allows.
 RULES = {
     "beta_2_decay": _number(lambda x: x < 0, "a number < 0"),
-    "epsilon_1": _number(lambda x: x >= TINY, _NORMAL, note=""),
+    "epsilon_1": _number(
+        lambda x: EPSILON_1_RANGE[0] <= x <= EPSILON_1_RANGE[1], _EPSILON_1, note=""
+    ),
     "epsilon_2": _number(lambda x: x >= 0, "a number >= 0"),
     "clip_threshold": _number(lambda x: x >= TINY, _NORMAL, note=""),
     "relative_step": _FLAG,

@@ -30,84 +30,6 @@ BLOCK = 1 << 19
 # ------------------------------------------------------------ reductions
 
 
-def matmul(a, b):
-    """a @ b in full float32 precision (see row_sums)."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.numpy.matmul(a, b, precision="highest")
-    return ops.matmul(a, b)
-
-
-def row_sums(matrix):
-    """Sums over the last axis.
-
-    XLA on CPU sums a row far faster as a matrix-vector product than as a
-    reduction (2-11x, measured with JAX). A matrix product keeps float32's
-    precision only where it is asked to: GPUs run it in TF32 by default, TPUs in
-    bfloat16 passes, either of which keeps about three significant digits
-    of the statistics. So JAX is asked for its highest precision, and
-    TensorFlow, which has no such switch per product, takes the product
-    only where it runs on CPUs alone. torch reduces: its reductions are
-    faster than its matrix-vector products, and exact.
-    """
-    if keras.backend.backend() == "torch" or not _matvec_is_exact(matrix):
-        return ops.sum(matrix, axis=-1)
-    ones = ops.ones(matrix.shape[-1:] + (1,), matrix.dtype)
-    return ops.squeeze(matmul(matrix, ones), -1)
-
-
-def column_sums(matrix, weights):
-    """Sums over the second-to-last axis, plain and weighted by `weights`
-    (one per row). Where products keep float32 (see row_sums), this is one
-    product of the stacked vectors (ones, weights) with the matrix: 1.4x
-    faster than two reductions with JAX on a CPU, and 1.5x with torch,
-    whose reductions need the weighted matrix as a temporary (2.6 ms for 8
-    blocks of 256 x 2048, against 3.9 ms)."""
-    if not _matvec_is_exact(matrix):
-        weighted = matrix * ops.expand_dims(weights, -1)
-        return ops.sum(matrix, axis=-2), ops.sum(weighted, axis=-2)
-    both = ops.stack([ops.ones_like(weights), weights], axis=-2)
-    sums = matmul(both, matrix)
-    return sums[..., 0, :], sums[..., 1, :]
-
-
-def _matvec_is_exact(x):
-    """Whether a matrix product with x keeps float32 (see row_sums)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return True
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        devices = tf.config.list_logical_devices()
-        return all(d.device_type == "CPU" for d in devices)
-    return _torch_products_are_exact(x.device.type)
-
-
-def _torch_products_are_exact(device_type):
-    """Whether torch multiplies float32 matrices in float32 on this kind of
-    device: its own setting (torch >= 2.9, oneDNN's on a CPU), else the
-    generic one, else the legacy float32 matmul precision; "ieee" and
-    "highest" keep float32, TF32 and bfloat16 passes do not. torch refuses
-    to read the legacy setting where the new ones were set too."""
-    import torch
-
-    backends = torch.backends
-    own = {"cpu": getattr(backends, "mkldnn", None), "cuda": backends.cuda}
-    settings = (
-        getattr(getattr(own.get(device_type), "matmul", None), "fp32_precision", None),
-        getattr(backends, "fp32_precision", None),
-    )
-    for setting in settings:
-        if setting not in (None, "none"):
-            return setting == "ieee"
-    try:
-        return torch.get_float32_matmul_precision() == "highest"
-    except RuntimeError:
-        return False
-
-
 def rows_per_block(shape):
     """Rows in a block of a matrix of this shape, or None for one block
     (also when the shape is not known when the step is traced: the values
@@ -256,10 +178,12 @@ def scratch(shape, dtype, device):
     return kept[:size].view(shape)
 
 
-def block_square_sums(x, dtype, scale):
-    """The squares of scale * x in `dtype` (a matrix), and their row sums."""
-    squares = _squares(x, dtype, scale)
-    return squares, row_sums(squares)
+def row_square_sums(x, dtype, scale):
+    """The sums of the squares of scale * x over its last axis, in `dtype`.
+    Reductions sum pairwise on every backend: exact to float32 over any
+    length, where a matrix-vector product with ones drifted by 2.5e-4 over
+    600,000 rows."""
+    return ops.sum(_squares(x, dtype, scale), axis=-1)
 
 
 class Moments(NamedTuple):
@@ -271,60 +195,64 @@ class Moments(NamedTuple):
     r: object
     r_term: object  # (1 - beta_2_t) times the row means of G_t^2
     c_term: object  # (1 - beta_2_t) times the column means of G_t^2
-    u_squares: object  # column sums of G_t^2 / R_t, over `unit`
-    unit: float  # max(rows, cols) / (rows w), w a power of two
-
-    def mean_square(self, col):
-        """mean(U_t^2) where U_t = G_t * rsqrt(R_t)[:, None] * col[None, :]
-        (col holds rsqrt(C_t) sqrt(mean(R_t)); each factor, and each
-        column's term, stays in float32's range)."""
-        terms = self.u_squares * col * col
-        return mean(terms, count=math.prod(terms.shape)) * self.unit
 
 
 def factored_moments(g, r, decay, shape):
-    """The new row and column statistics of Section 3 and what mean(U_t^2)
-    is made of (Section 5), in one pass over the gradient, block by block.
+    """The new row and column statistics of Section 3, from one pass over
+    the gradient, block by block.
 
     g holds the gradient's rows of a variable of `shape` (its rows, or the
     touched rows of a row-sparse gradient), r the old R at those rows, and
-    `decay` the step's beta_2_t and epsilon_1. The squares are of
-    g / sqrt(max(rows, cols)), so that no square or sum of them leaves
-    float32's range unless the mean it stands for does; the mean square of
-    the update is gathered as column sums of w g^2 / r, where the weight w
-    is a power of two as large as epsilon_1 allows (see _weight_scale).
+    `decay` the step's beta_2_t and epsilon_1.
+
+    The squares of G_t are summed as they are, exact down to the least
+    square float32 holds (entries of 2^-63 and up). Where a sum overflows
+    float32 while the mean it stands for may not (entries near 1.8e19 and
+    up), the pass is made again with large and small entries apart (see
+    _split_square_sums). Squares below float32's least normal number are
+    lost, as in any float32 computation of G_t^2: epsilon_1 >= 2^-102
+    keeps that loss below float32's rounding of the statistics.
     """
     rows, cols = shape[-2:]
-    longest = max(rows, cols)
-    weight = _weight_scale(decay.epsilon_1)
-
-    def reduce(g, r):
-        squares, sums = block_square_sums(g, g.dtype, 1.0 / math.sqrt(longest))
-        r_term = decay.share * sums * (longest / cols)
-        new_r = decay(r, r_term)
-        return (new_r, r_term) + column_sums(squares, weight / new_r)
-
     # A variable is read once, before the loop over its blocks: under JAX's
     # stateless scope a read inside the loop would see the value outside
     # the scope.
     r = ops.convert_to_tensor(r)
-    passed = _by_blocks(reduce, g, g.dtype, r, rows=2, columns=2)
-    new_r, r_term, col_sums, weighted = passed
-    c_term = decay.share * col_sums * (longest / rows)
-    return Moments(new_r, r_term, c_term, weighted, longest / (rows * weight))
+
+    def moments(split):
+        def reduce(g, r):
+            row_means, col_sums = _square_sums(g, split, max(rows, cols), cols)
+            r_term = decay.share * row_means
+            return (decay(r, r_term), r_term) + col_sums
+
+        sums = _by_blocks(reduce, g, g.dtype, r, rows=2, columns=1 + split)
+        col_means = sums[2] / rows
+        if split:
+            col_means = sums[2] * (max(rows, cols) / rows) + sums[3] / rows
+        return Moments(sums[0], sums[1], decay.share * col_means)
+
+    plain = moments(split=False)
+    finite = ops.logical_and(all_finite(plain.r_term), all_finite(plain.c_term))
+    return cond(finite, lambda: plain, lambda: moments(split=True))
 
 
-def _weight_scale(epsilon_1):
-    """The weight w of the update's mean square, a power of two: w / r is
-    kept finite (at most a quarter of float32's largest) for every statistic
-    r >= epsilon_1, and as large as that allows, so that the terms
-    w g^2 / r of small gradients stay above float32's normal range; unless
-    w / r would then fall below it for the largest r, where w is the
-    geometric middle of what the two ends allow."""
-    highest = FLOAT32_MAX * epsilon_1 / 4
-    lowest = FLOAT32_MAX * TINY  # w / float32's largest is normal
-    w = highest if highest >= lowest else math.sqrt(highest * lowest)
-    return 2.0 ** math.floor(math.log2(w))
+def _square_sums(g, split, longest, cols):
+    """The row means of G^2 and the column sums of G^2 (plain), or the
+    column sums of its large and its small entries apart (split).
+
+    Split: an entry below 2^60 / sqrt(longest) is squared as it is, a
+    larger one scaled by 1 / sqrt(longest), so that no square or sum of
+    either kind overflows, and no square of a large entry is below float32's
+    normal range."""
+    if not split:
+        squares = _squares(g, g.dtype, 1.0)
+        return ops.sum(squares, -1) / cols, (ops.sum(squares, -2),)
+    small = ops.abs(g) < 2.0**60 / math.sqrt(longest)
+    zero = ops.zeros((), g.dtype)
+    large = ops.square(ops.where(small, zero, g) * (1.0 / math.sqrt(longest)))
+    small = ops.square(ops.where(small, g, zero))
+    row_means = ops.sum(large, -1) * (longest / cols) + ops.sum(small, -1) / cols
+    return row_means, (ops.sum(large, -2), ops.sum(small, -2))
 
 
 def mean(x, axis=None, count=None):
@@ -338,26 +266,57 @@ def mean(x, axis=None, count=None):
 
 
 def root_mean_square(x, dtype):
-    """RMS(x) of a variable, computed in `dtype`: read whole in place where
-    it can be (TensorFlow outside XLA, in the state's dtype), else by
-    blocks."""
-    in_place = _in_place(x)
-    if in_place is not None and x.dtype == dtype:
-        return _root_mean_square_in_place(in_place, dtype)
-    return _scaled_root_mean_square(x, dtype)
+    """RMS(x) of a variable, computed in `dtype`: from the sum of its squares
+    as they are, in one fused pass with no temporary (TensorFlow's l2_loss,
+    torch's vector_norm, XLA's fusion), exact down to entries of 2^-63;
+    where that sum overflows, from the squares of x / sqrt(size), block by
+    block.
+
+    TensorFlow reads the variable as it is: after its sparse writes the step
+    puts it back into copy-on-write mode (see copy_on_write), where a dense
+    read does not copy it. No op here is one XLA cannot compile, so a step
+    traced outside XLA runs inside it too.
+    """
+    norm = _norm(x, dtype)
+    rms = norm * (1.0 / math.sqrt(math.prod(x.shape)))
+    return unless_overflow(norm, rms, lambda: _scaled_root_mean_square(x, dtype))
 
 
-def _in_place(x):
-    """The tf.Variable of x where TensorFlow can read it without a copy and
-    switch its copy mode: outside XLA, which has no kernel for either; else
-    None."""
+def _norm(x, dtype):
+    """sqrt(sum(x^2)) of a variable in `dtype`, or inf where the sum
+    overflows."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.cast(tf.convert_to_tensor(_tensorflow_variable(x)), dtype)
+        return tf.sqrt(2.0 * tf.nn.l2_loss(x))  # l2_loss: sum(x^2) / 2
+    x = ops.convert_to_tensor(x)
+    if backend == "torch":
+        import torch
+
+        with torch.no_grad():
+            dtype = getattr(torch, keras.backend.standardize_dtype(dtype))
+            return torch.linalg.vector_norm(x, dtype=dtype)
+    return ops.sqrt(ops.sum(ops.square(ops.cast(x, dtype))))
+
+
+def unless_overflow(value, result, fallback):
+    """`result` where `value` is finite, else fallback(): a fast form and
+    one that cannot overflow."""
+    return cond(ops.all(ops.isfinite(value)), lambda: result, fallback)
+
+
+def _outside_xla(x):
+    """The tf.Variable of x where TensorFlow can switch its copy mode:
+    outside XLA, which has no kernel for it; else None."""
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
 
-    variable = _tensorflow_variable(x)
-    in_xla = tf.__internal__.get_enclosing_xla_context() is not None
-    return None if in_xla or not hasattr(variable, "read_value_no_copy") else variable
+    if tf.__internal__.get_enclosing_xla_context() is not None:
+        return None
+    return _tensorflow_variable(x)
 
 
 def copy_on_write(variable):
@@ -366,35 +325,18 @@ def copy_on_write(variable):
 
     A sparse write puts a variable in copy-on-read mode: every dense read
     then copies it whole, as Keras's Embedding does at the next forward
-    pass. In copy-on-write mode (read_value_no_copy's), a dense read is not
-    copied; a later write copies the variable first only if such a read is
-    still held. Either mode gives the same values; only the copies differ.
-    bench/, section f without XLA, ours and SGD interleaved: ours 27.6 ms a
-    step before, 13.4 ms after, SGD 20.0 ms (whose forward pass copies the
-    table); bench/results.md: 12.9 ms against SGD's 19.1.
+    pass, and as RMS(x) would at the next step. In copy-on-write mode, a
+    dense read is not copied; a later write copies the variable first only
+    if such a read is still held. Either mode gives the same values; only
+    the copies differ (bench/, section f without XLA). XLA cannot compile
+    the switch: a step traced outside XLA with a sparse gradient cannot be
+    run inside XLA afterwards.
     """
-    variable = _in_place(variable)
+    variable = _outside_xla(variable)
     if variable is not None:
         import tensorflow as tf
 
         tf.raw_ops.DisableCopyOnRead(resource=variable.handle)
-
-
-def _root_mean_square_in_place(x, dtype):
-    """RMS(x) from one fused pass over the variable as it lies in memory,
-    with no temporary. Once TensorFlow has written a variable sparsely (an
-    embedding's), a plain dense read copies it whole first, and reading it
-    through gathers (_scaled_root_mean_square) copies it block by block;
-    read_value_no_copy does neither. bench/, section f without XLA: ours
-    35.6 ms a step through gathers, SGD 15.4 ms. The squares are not
-    scaled; where their sum overflows, the scaled reduction is taken."""
-    import tensorflow as tf
-
-    half = tf.nn.l2_loss(x.read_value_no_copy())  # sum(x^2) / 2
-    rms = tf.sqrt(half) * math.sqrt(2 / math.prod(x.shape))
-    return tf.cond(
-        tf.math.is_inf(half), lambda: _scaled_root_mean_square(x, dtype), lambda: rms
-    )
 
 
 def _scaled_root_mean_square(x, dtype):
@@ -403,7 +345,7 @@ def _scaled_root_mean_square(x, dtype):
     if keras.backend.backend() == "tensorflow" and len(x.shape) >= 2:
         # Read block by block through gathers, which read only their rows,
         # where a dense read of a variable TensorFlow has written sparsely
-        # would copy it whole (see _root_mean_square_in_place).
+        # would copy it whole (see copy_on_write).
         x = _tensorflow_variable(x)
     else:
         # Read once, before the loop over its blocks (see factored_moments),
@@ -412,7 +354,7 @@ def _scaled_root_mean_square(x, dtype):
         x = ops.stop_gradient(ops.convert_to_tensor(x))
     if len(x.shape) < 2:
         return ops.sqrt(ops.sum(_squares(x, dtype, scale)))
-    sums = _by_blocks(lambda x, _: block_square_sums(x, dtype, scale)[1:], x, dtype)
+    sums = _by_blocks(lambda x, _: (row_square_sums(x, dtype, scale),), x, dtype)
     return ops.sqrt(ops.sum(sums[0]))
 
 
@@ -429,6 +371,23 @@ class Product(NamedTuple):
 
     def times(self, scale):
         return _product(self.g, self.row, self.col * scale)
+
+    def mean_square(self, count):
+        """mean(U^2) over a variable of `count` elements, of which these
+        are the rows (the others are 0): the sum of the squares of
+        U / sqrt(count), each entry formed as the update is, g times its row
+        factor, then its column factor. No square, sum or product then
+        leaves float32's range unless U's mean square does: a sum of
+        squares of G_t weighted by the factors afterwards would (a spike in
+        G_t makes mean(R_t) / C_t huge where G_t^2 / R_t is tiny)."""
+        col = self.col * (1.0 / math.sqrt(count))
+
+        def reduce(g, row):
+            return (ops.sum(_squared_product(g, row, col), axis=-2),)
+
+        row = ops.convert_to_tensor(self.row)
+        (sums,) = _by_blocks(reduce, self.g, self.g.dtype, row, rows=0, columns=1)
+        return ops.sum(sums)
 
     def subtract_in_place(self, variable, scale):
         """variable -= self.times(scale), block by block and in place, on
@@ -454,6 +413,10 @@ class Elementwise(NamedTuple):
 
     def times(self, scale):
         return self.u * scale
+
+    def mean_square(self, count):
+        """mean(U^2) over a variable of `count` elements (see Product)."""
+        return ops.sum(ops.square(self.u * (1.0 / math.sqrt(count))))
 
     def subtract_in_place(self, variable, scale):
         return False
@@ -503,6 +466,20 @@ def _product(g, row, col):
 
         return tf.math.multiply_no_nan(scaled, col)
     return scaled * col
+
+
+def _squared_product(g, row, col):
+    """_product(g, row, col) squared; eager torch writes it into its
+    scratch buffer (see scratch)."""
+    if not _runs_eagerly_on_torch():
+        return ops.square(_product(g, row, col))
+    import torch
+
+    out = scratch(g.shape, g.dtype, g.device)
+    with torch.no_grad():
+        torch.mul(g, row[..., None], out=out)
+        out.mul_(col[..., None, :])
+        return out.mul_(out)
 
 
 def subtract_in_place(variable, g, row, col):

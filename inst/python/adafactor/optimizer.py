@@ -164,7 +164,10 @@ class Adafactor(keras.optimizers.Optimizer):
       a column factor, formed so that no intermediate falls below float32's
       normal range, and the statistics are kept >= `epsilon_1`: an all-zero
       gradient row no longer turns the variable into NaN on backends that
-      flush subnormals to zero (TensorFlow, XLA, GPUs).
+      flush subnormals to zero (TensorFlow, XLA, GPUs). No sum of squares
+      overflows while the mean it stands for does not, and the update's RMS
+      is taken from the update itself: a spike among small gradient entries
+      leaves the step finite.
     - Sparse gradients. IndexedSlices and row BCOO gradients have their
       duplicate indices summed before squaring (and before Keras clips
       them), and only the touched rows of the variable are written (for a
@@ -184,8 +187,9 @@ class Adafactor(keras.optimizers.Optimizer):
             that takes no arguments and returns the value to use.
         beta_2_decay: Float < 0. The decay rate of `beta_2`:
             `beta_2_t = 1 - t^beta_2_decay`.
-        epsilon_1: Float >= 1.1754944e-38 (the least normal float32), added
-            to the squared gradient.
+        epsilon_1: Float in [2^-102, 2^126], added to the squared gradient.
+            Squares below float32's least normal number, 2^-126, are lost; a
+            smaller epsilon_1 would not outweigh them.
         epsilon_2: Float >= 0, the least parameter scale the step is scaled by.
         clip_threshold: Float >= 1.1754944e-38. Updates are clipped to this
             RMS; part of Adafactor, independent of `clipnorm`, `clipvalue` and
@@ -636,16 +640,16 @@ class Adafactor(keras.optimizers.Optimizer):
             # U_t = G_t / sqrt(V_t), V_t = R_t C_t / mean(R_t): G_t times
             # a row factor and a column factor.
             root_mean_r = ops.sqrt(_kernels.mean(new_r, axis=-1))
-            col = ops.rsqrt(new_c)
-            update = _kernels.Product(g, ops.rsqrt(moments.r) * root_mean_r, col)
-            update = _kernels.in_order(update, axes)
-            mean_u2 = moments.mean_square(col * root_mean_r)
+            row = ops.rsqrt(moments.r) * root_mean_r
+            update = _kernels.Product(g, row, ops.rsqrt(new_c))
         else:
             # V_t = beta_2t V_{t-1} + (1 - beta_2t)(G_t^2 + eps_1), and
             # U_t = G_t / sqrt(V_t).
             new_v = self._store(v, decay(v, rows.spread(decay.squares(g), v.shape)))
             update = _kernels.Elementwise(g * ops.rsqrt(rows.take(new_v)))
-            mean_u2 = ops.sum(ops.square(update.u)) / math.prod(variable.shape)
+        mean_u2 = update.mean_square(math.prod(variable.shape))
+        if v is None:
+            update = _kernels.in_order(update, axes)
         # U_t / max(1, RMS(U_t) / d): the clip.
         rms_u = ops.sqrt(mean_u2)
         clip = ops.maximum(1.0, rms_u / self.clip_threshold)
