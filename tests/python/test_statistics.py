@@ -119,6 +119,38 @@ def test_skipped_steps_are_counted_and_change_nothing_else(compiler):
     assert after["adafactor_update_rms"] != before["adafactor_update_rms"]
 
 
+def test_statistics_are_values_that_later_steps_leave_alone():
+    """A loop that keeps each step's dict and converts them afterwards
+    reads each step's values, not the last one's four times."""
+    optimizer = Adafactor(learning_rate=2.0, record_statistics=True)
+    variables = [keras.Variable(np.ones((3, 4), "float32"))]
+    kept = []
+    for _ in range(4):
+        optimizer.apply([keras.ops.ones((3, 4))], variables)
+        kept.append(optimizer.statistics())
+    rates = [float(to_numpy(d["adafactor_step_size"])) for d in kept]
+    # rho_t = min(2, 1/sqrt(t)).
+    np.testing.assert_allclose(rates, 1 / np.sqrt([1, 2, 3, 4]), rtol=1e-6)
+    assert all(not isinstance(v, keras.Variable) for v in kept[0].values())
+
+
+def test_statistics_refuse_a_list_that_is_not_this_optimizers():
+    """The values of a LossScaleOptimizer's variables hold its own first:
+    read as this optimizer's, every statistic would be another's value."""
+    optimizer = Adafactor(record_statistics=True)
+    wrapped = keras.optimizers.LossScaleOptimizer(optimizer)
+    variables = [keras.Variable(np.ones((3, 4), "float32"))]
+    wrapped.build(variables)
+    values = [v.value for v in wrapped.variables]
+    for wrong in (values, values[:2]):
+        with pytest.raises(
+            ValueError, match=f"optimizer's {len(optimizer.variables)} "
+        ):
+            optimizer.statistics(wrong)
+    mine = values[-len(optimizer.variables) :]
+    assert set(optimizer.statistics(mine)) == set(STATISTICS)
+
+
 def test_gradient_accumulation_records_the_update_steps_only():
     x0s, grads = problem()
     optimizer = Adafactor(

@@ -566,7 +566,12 @@ class Adafactor(keras.optimizers.Optimizer):
         writes them into `fit()`'s logs.
 
         In a JAX loop of `stateless_apply`, pass the optimizer variables it
-        returned: the statistics are read from those values.
+        returned: the statistics are read from those values. They are this
+        optimizer's variables, in the order of `variables`; the list a
+        LossScaleOptimizer's `stateless_apply` returns holds its own first,
+        and this optimizer's as its last `len(variables)`.
+
+        The values are copies: later steps do not change them.
         """
         self._require_statistics()
         if not self.built:
@@ -574,9 +579,17 @@ class Adafactor(keras.optimizers.Optimizer):
                 "The optimizer has no statistics before it is built (by its "
                 "first step, or by build())."
             )
+        count = len(self.variables)
+        if optimizer_variables is not None and len(optimizer_variables) != count:
+            raise ValueError(
+                "Argument `optimizer_variables` must hold the values of this "
+                f"optimizer's {count} variables, in the order of its `variables` "
+                "(of the list a LossScaleOptimizer's stateless_apply returns, the "
+                f"last {count}). Received: a list of {len(optimizer_variables)}"
+            )
         values = dict(zip(map(id, self.variables), optimizer_variables or ()))
         return {
-            name: ops.convert_to_tensor(values.get(id(v), v))
+            name: ops.copy(ops.convert_to_tensor(values.get(id(v), v)))
             for name, v in self._statistics.items()
         }
 
