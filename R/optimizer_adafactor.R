@@ -9,12 +9,11 @@
 #' dimension > 2, the last two dimensions are factored (the two largest with
 #' `factor_dims = "largest"`).
 #'
-#' The optimizer's method `exclude_from_factoring(var_list = NULL, var_names
-#' = NULL)`, shaped like Keras's `exclude_from_weight_decay()`, keeps a full
-#' second moment for the variables of `var_list` and for those whose name
-#' contains one of the strings of `var_names`: for example
-#' `opt$exclude_from_factoring(var_names = "embeddings")`, before the
-#' optimizer is built. The choice is saved with the model.
+#' [exclude_from_factoring()], shaped like Keras's
+#' `exclude_from_weight_decay()`, keeps a full second moment for chosen
+#' variables: for example `optimizer_adafactor() |>
+#' exclude_from_factoring(var_names = "embeddings")`. The choice is saved with
+#' the model.
 #'
 #' The arguments, their order and their defaults are those of keras3's
 #' `optimizer_adafactor()`; the options after `gradient_accumulation_steps`

@@ -283,7 +283,7 @@ def test_exclusions_from_factoring_are_saved(tmp_path):
     config = optimizer.get_config()
     assert config["exclude_from_factoring"] == {
         "var_names": ["embed"],
-        "positions": [0, 3],
+        "variables": [{"path": layers[3].kernel.path, "shape": [5, 3]}],
     }
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
@@ -296,11 +296,75 @@ def test_exclusions_from_factoring_are_saved(tmp_path):
         assert max_rel_diff(a, b) <= 1e-6
 
 
-def test_variables_listed_before_build_are_not_saved_silently():
+def test_variables_listed_before_build_are_saved_by_path():
     layer = keras.layers.Dense(3)
     layer.build((None, 4))
     optimizer = Adafactor()
     optimizer.exclude_from_factoring(var_list=[layer.kernel])
-    with pytest.warns(UserWarning, match="known once the optimizer is built"):
-        config = optimizer.get_config()
-    assert config["exclude_from_factoring"] == {"var_names": [], "positions": []}
+    config = optimizer.get_config()
+    assert config["exclude_from_factoring"] == {
+        "var_names": [],
+        "variables": [{"path": layer.kernel.path, "shape": [4, 3]}],
+    }
+
+
+def _dense_stack():
+    model = keras.Sequential(
+        [keras.Input((4,))] + [keras.layers.Dense(4, name=f"d{i}") for i in range(3)]
+    )
+    return model, [layer.kernel for layer in model.layers]
+
+
+def _kinds(optimizer):
+    """The state kept for each variable, in order: "rc" or "v"."""
+    kinds = "".join(v.name[-1] for v in state_variables(optimizer))
+    return kinds.replace("rc", "f")
+
+
+def test_an_exclusion_follows_its_variable_when_the_variables_change():
+    """A config saved with d1's kernel excluded, given to a model whose d0
+    is frozen: d1's kernel keeps its full second moment, not the variable
+    now at its position (d2's kernel)."""
+    model, kernels = _dense_stack()
+    optimizer = Adafactor()
+    optimizer.exclude_from_factoring(var_list=[kernels[1]])
+    config = optimizer.get_config()
+    model.layers[0].trainable = False
+    loaded = Adafactor.from_config(config)
+    loaded.build(model.trainable_variables)
+    # d1's kernel, d1's bias, d2's kernel, d2's bias.
+    assert _kinds(loaded) == "vvfv"
+
+
+def test_an_exclusion_that_matches_no_variable_is_warned_of():
+    model, kernels = _dense_stack()
+    optimizer = Adafactor()
+    optimizer.exclude_from_factoring(var_list=[kernels[1]], var_names=["nowhere"])
+    config = optimizer.get_config()
+    config["exclude_from_factoring"]["variables"][0]["shape"] = [4, 5]
+    loaded = Adafactor.from_config(config)
+    with pytest.warns(UserWarning) as caught:
+        loaded.build(model.trainable_variables)
+    messages = " ".join(str(w.message) for w in caught)
+    assert f"no variable is {kernels[1].path!r} of shape (4, 5)" in messages
+    assert "the pattern 'nowhere' of var_names matches no variable" in messages
+    assert _kinds(loaded) == "fvfvfv"
+
+
+def test_var_names_match_a_variables_path_too():
+    """ "d1" is in the path of d1's variables, not in their names."""
+    model, kernels = _dense_stack()
+    optimizer = Adafactor()
+    optimizer.exclude_from_factoring(var_names="d1")
+    optimizer.build(model.trainable_variables)
+    assert _kinds(optimizer) == "fvvvfv"
+
+
+def test_a_config_saved_with_positions_still_loads():
+    """Configs saved before exclusions were saved by path held positions."""
+    model, _ = _dense_stack()
+    config = Adafactor().get_config()
+    config["exclude_from_factoring"] = {"var_names": [], "positions": [2]}
+    loaded = Adafactor.from_config(config)
+    loaded.build(model.trainable_variables)
+    assert _kinds(loaded) == "fvvvfv"

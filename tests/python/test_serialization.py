@@ -1,6 +1,7 @@
 """get_config/from_config, Keras's registry, saving a model, pickling."""
 
 import pickle
+import re
 import warnings
 
 import keras
@@ -254,7 +255,42 @@ def test_a_state_saved_with_other_options_loads_whole_or_not_at_all(
         np.testing.assert_array_equal(got, weights)
     want = state(model.optimizer) if loads else before
     assert len(skipped) == (0 if loads else 1)
+    # The warning says what differs.
+    assert all(re.search(DIFFERENCE, str(w.message)) for w in skipped)
     assert len(state(other.optimizer)) == len(want)
     for got, value in zip(state(other.optimizer), want):
         got, value = (np.asarray(v, "float32") for v in (got, value))
         np.testing.assert_allclose(got, value, rtol=1e-2 if loads else 0)
+
+
+# What a skipped load says differs: the counts, or variables and shapes.
+DIFFERENCE = (
+    r"it has \d+ variables and the saved state \d+"
+    r"|'[^']+' is (float|int) of shape \([\d, ]*\) where the saved value is"
+)
+
+
+def test_a_skipped_load_names_the_variables_that_differ():
+    """Where the counts agree, the message names the variables whose shape
+    or kind of number differs, not only how many there are."""
+    variables = [
+        keras.Variable(np.zeros(s, "float32"), name=f"x{i}")
+        for i, s in enumerate([(3,), (4, 2), (5,)])
+    ]
+    saved = [np.zeros(3, "float32"), np.zeros(4, "float32"), np.zeros(5, "int32")]
+    optimizer = Adafactor(factored=False)
+    optimizer.build(variables)
+    store = {str(i): v.numpy() for i, v in enumerate(optimizer.variables)}
+    # The second v and the third are the saved values of another optimizer.
+    store[str(len(store) - 2)], store[str(len(store) - 1)] = saved[1], saved[2]
+    with pytest.warns(UserWarning, match="Skipping variable loading") as caught:
+        optimizer.load_own_variables(store)
+    message = str(caught[0].message)
+    assert (
+        "x1_v' is float of shape (4, 2) where the saved value is float of shape (4,)"
+        in message
+    )
+    assert (
+        "x2_v' is float of shape (5,) where the saved value is int of shape (5,)"
+        in message
+    )

@@ -90,24 +90,6 @@ test_that("a model built through reticulate trains, saves and loads", {
   expect_identical(saved(loaded$optimizer), saved(model$optimizer))
 })
 
-test_that("exclude_from_factoring() takes R's strings and variables", {
-  skip_if_no_keras()
-  keras <- keras_py()
-  layer <- keras$layers$Dense(3L)
-  layer$build(list(NULL, 4L))
-  opt <- optimizer_adafactor()
-  # One string is a name, not the letters of one.
-  opt$exclude_from_factoring(var_names = "kernel")
-  opt$build(layer$trainable_variables)
-  kinds <- vapply(opt$variables, function(v) v$name, "")
-  expect_identical(sub(".*_", "", kinds[3:4]), c("v", "v"))
-
-  opt <- optimizer_adafactor()
-  opt$exclude_from_factoring(var_list = list(layer$kernel))
-  opt$build(layer$trainable_variables)
-  expect_identical(opt$get_config()$exclude_from_factoring$positions, 0L)
-})
-
 test_that("keras3's compile() and fit() take the optimizer", {
   skip_if_not_installed("keras3")
   skip_if_no_keras()

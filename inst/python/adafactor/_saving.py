@@ -43,3 +43,24 @@ def holds(variable, value):
 
     same_kind = floating(variable.dtype) == floating(value.dtype)
     return tuple(value.shape) == tuple(variable.shape) and same_kind
+
+
+def mismatch(variables, saved, learning_rate):
+    """What keeps the saved values from loading into `variables`: their
+    counts, or the first variables whose shape or kind of number differs."""
+    pairs = pairing(variables, saved, learning_rate)
+    if pairs is None or len(variables) != len(saved):
+        return f"it has {len(variables)} variables and the saved state {len(saved)}"
+    wrong = [
+        f"{getattr(v, 'path', v.name)!r} is {_described(v)} where the saved value "
+        f"is {_described(value)}"
+        for v, value in zip(*pairs)
+        if not holds(v, value)
+    ]
+    more = f", and {len(wrong) - 3} more differ" if len(wrong) > 3 else ""
+    return "; ".join(wrong[:3]) + more
+
+
+def _described(x):
+    kind = "float" if "float" in keras.backend.standardize_dtype(x.dtype) else "int"
+    return f"{kind} of shape {tuple(int(d) for d in x.shape)}"

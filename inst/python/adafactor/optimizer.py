@@ -28,7 +28,7 @@ from keras import ops
 
 from adafactor import _kernels
 from adafactor._arguments import BETA_2_DECAY, as_int, is_real, validate
-from adafactor._saving import holds, pairing, restorable
+from adafactor._saving import holds, mismatch, pairing, restorable
 from adafactor._sparse import coalesced, row_sparse, touched_rows
 
 _LOW_PRECISION = ("float16", "bfloat16")
@@ -137,6 +137,41 @@ def _all_finite(grads):
             rows = row_sparse(g)
             checks.append(_kernels.all_finite(g if rows is None else rows[1]))
     return ops.all(ops.stack(checks)) if checks else ops.convert_to_tensor(True)
+
+
+def _identity(variable):
+    """What identifies a variable across saving and loading: its path (or
+    name) and its shape."""
+    return _names(variable)[1], tuple(int(d) for d in variable.shape)
+
+
+def _names(variable):
+    return variable.name, getattr(variable, "path", None) or variable.name
+
+
+def _same_variable(path, shape, variables):
+    """The variable of `variables` that is the one of `path` and `shape`:
+    of that shape, and whose path ends with the same components, as many as
+    any other's, at least the layer's and the variable's (a loaded model's
+    paths lose the model's name; a model made again in one session numbers
+    it anew). None if no variable, or more than one, is that."""
+    wanted = path.split("/")
+
+    def common(variable):
+        own = _names(variable)[1].split("/")
+        count = 0
+        while (
+            count < min(len(own), len(wanted)) and own[-1 - count] == wanted[-1 - count]
+        ):
+            count += 1
+        return count
+
+    scores = [(common(v), v) for v in variables if _identity(v)[1] == shape]
+    best = max((score for score, _ in scores), default=0)
+    found = [v for score, v in scores if score == best]
+    if best < min(2, len(wanted)) or len(found) != 1:
+        return None
+    return found[0]
 
 
 def warn(message):
@@ -321,10 +356,14 @@ class Adafactor(keras.optimizers.Optimizer):
     def exclude_from_factoring(self, var_list=None, var_names=None):
         """Keep a full second moment for some variables, as Keras's
         `exclude_from_weight_decay` chooses them: the variables of
-        `var_list`, and those whose name contains one of the strings of
-        `var_names` (a regular expression each, searched for). Call it before
-        the optimizer is built. The choice is saved with the optimizer: a
-        loaded model's optimizer keeps its state for the same variables."""
+        `var_list`, and those whose name or path contains a match of one of
+        the regular expressions of `var_names`. Call it before the optimizer
+        is built; a pattern that matches no variable then is warned of.
+
+        The choice is saved with the optimizer: the listed variables by
+        their paths and shapes, so that a loaded model's optimizer keeps its
+        state for the same variables, whatever their order; one it cannot
+        find there is warned of and factored."""
         if self.built:
             raise ValueError(
                 "`exclude_from_factoring()` can only be configured before the "
@@ -355,7 +394,8 @@ class Adafactor(keras.optimizers.Optimizer):
         self._unfactored = {
             "keys": {self._var_key(v) for v in var_list or ()},
             "var_names": list(var_names or ()),
-            "positions": set(),
+            "variables": [_identity(v) for v in var_list or ()],
+            "positions": set(),  # a config saved before paths were
         }
 
     def _excluded(self, position, var):
@@ -364,11 +404,38 @@ class Adafactor(keras.optimizers.Optimizer):
         chosen = getattr(self, "_unfactored", None)
         if chosen is None:
             return False
+        names = (var.name, getattr(var, "path", var.name))
         return (
             self._var_key(var) in chosen["keys"]
+            or self._var_key(var) in chosen.get("found", ())
             or position in chosen["positions"]
-            or any(re.search(name, var.name) for name in chosen["var_names"])
+            or any(re.search(p, n) for p in chosen["var_names"] for n in names)
         )
+
+    def _find_exclusions(self, var_list):
+        """Find the variables exclude_from_factoring() listed among those
+        the optimizer is built for, by path and shape (see _same_variable),
+        and warn of what it named and they do not hold."""
+        chosen = getattr(self, "_unfactored", None)
+        if chosen is None:
+            return
+        chosen["found"] = set()
+        for path, shape in chosen["variables"]:
+            var = _same_variable(path, shape, var_list)
+            if var is None:
+                warn(
+                    f"exclude_from_factoring(): no variable is {path!r} of shape "
+                    f"{shape}, which the optimizer was told to keep a full second "
+                    "moment for; it is not among the variables it is built for."
+                )
+            else:
+                chosen["found"].add(self._var_key(var))
+        for pattern in chosen["var_names"]:
+            if not any(re.search(pattern, n) for v in var_list for n in _names(v)):
+                warn(
+                    f"exclude_from_factoring(): the pattern {pattern!r} of var_names "
+                    "matches no variable's name or path; nothing is excluded by it."
+                )
 
     def _factor_axes(self, shape):
         """The axes a variable of this shape is factored over, last (see
@@ -395,15 +462,13 @@ class Adafactor(keras.optimizers.Optimizer):
                     f"variable {getattr(var, 'path', var.name)!r} of dtype {dtype}"
                 )
         super().build(var_list)
+        self._find_exclusions(var_list)
         self._r, self._c, self._v, self._m, self._axes = [], [], [], [], []
-        unfactored = set()
         for position, var in enumerate(var_list):
             r = c = v = m = axes = None
             if not self._overwrite_variable_with_gradient(var):
                 layout = getattr(var, "_layout", None)
-                if self._excluded(position, var):
-                    unfactored.add(position)
-                else:
+                if not self._excluded(position, var):
                     axes = self._factor_axes(var.shape)
                 if axes is not None:
                     shapes = _factored(var.shape, axes)
@@ -427,10 +492,6 @@ class Adafactor(keras.optimizers.Optimizer):
             )
             for name, dtype in (STATISTICS.items() if self.record_statistics else ())
         }
-        if getattr(self, "_unfactored", None) is not None:
-            # Saved by position: a loaded model's variables keep their order,
-            # not their ids, nor always their paths.
-            self._unfactored["positions"] = unfactored
 
     def _add_state(self, var, suffix, shape, layout, dtype=None):
         """A zero-initialised statistic named `{variable path}_{suffix}`."""
@@ -714,8 +775,9 @@ class Adafactor(keras.optimizers.Optimizer):
         Only the learning-rate variable may be missing on one side: a model
         saved with a learning-rate function has none, and an optimizer given
         a function needs none. Any other difference (momentum, factoring,
-        stochastic rounding, another model) skips the optimizer's state with
-        Keras's warning and leaves this optimizer's as it is.
+        stochastic rounding, another model) skips the optimizer's state,
+        leaving this optimizer's as it is, with a warning of this package's
+        own that begins as Keras's does and says what differs.
         """
         saved = [store[str(i)] for i in range(len(store.keys()))]
         ours = self._saved()
@@ -724,12 +786,12 @@ class Adafactor(keras.optimizers.Optimizer):
             for variable, value in zip(*pairs):
                 variable.assign(value)
             return
-        warnings.warn(
+        warn(
             f"Skipping variable loading for optimizer '{self.name}', because "
-            f"its {len(ours)} variables do not match the {len(saved)} saved "
-            "ones (an optimizer made with other options, or for another "
-            "model, or not built yet); its state is left as it is.",
-            stacklevel=2,
+            f"its variables do not match the saved ones: "
+            f"{mismatch(ours, saved, self._learning_rate)} (an optimizer made "
+            "with other options, or for another model, or not built yet); its "
+            "state is left as it is."
         )
 
     def get_config(self):
@@ -778,17 +840,13 @@ class Adafactor(keras.optimizers.Optimizer):
             }
         )
         chosen = getattr(self, "_unfactored", None)
-        if chosen is not None and chosen["keys"] and not self.built:
-            warn(
-                "exclude_from_factoring(var_list=) is saved by the variables' "
-                "positions, known once the optimizer is built; this config keeps "
-                "only var_names. Save the model after a training step, or name "
-                "the variables with var_names."
-            )
         if chosen is not None:
             config["exclude_from_factoring"] = {
                 "var_names": chosen["var_names"],
-                "positions": sorted(chosen["positions"]),
+                "variables": [
+                    {"path": path, "shape": list(shape)}
+                    for path, shape in chosen["variables"]
+                ],
             }
         return config
 
@@ -800,5 +858,8 @@ class Adafactor(keras.optimizers.Optimizer):
         optimizer = super().from_config(config, custom_objects=custom_objects)
         if chosen is not None:
             optimizer.exclude_from_factoring(var_names=chosen["var_names"])
+            optimizer._unfactored["variables"] = [
+                (v["path"], tuple(v["shape"])) for v in chosen.get("variables", ())
+            ]
             optimizer._unfactored["positions"] = set(chosen.get("positions", ()))
         return optimizer
