@@ -89,25 +89,51 @@ adafactor_python <- function() {
   adafactor_py
 }
 
-# `python`: the Python reticulate used or tried, named in the message.
-stop_python_missing <- function(e, python = python_used()) {
-  stop(errorCondition(
+# `python`: the Python reticulate used or tried, named in the message;
+# `provides`: whether reticulate (>= 1.41) provides Python itself, from the
+# requirements declared with py_require(). Where no Python could be loaded
+# at all, that provisioning failed (it needs a network), and the advice is
+# what works without it.
+stop_python_missing <- function(e, python = python_used(),
+                                provides = "py_require" %in%
+                                  getNamespaceExports("reticulate")) {
+  needs <- paste0(
+    "optimizer_adafactor() needs Python (>= ", floors[["python"]],
+    ") with keras (>= ", floors[["keras"]], ") and a backend ",
+    "(tensorflow, jax or torch)"
+  )
+  instead <- paste0(
+    "install them with adafactor::install_adafactor(), then restart R; ",
+    "or point reticulate at a Python that has them, for example with ",
+    "Sys.setenv(RETICULATE_PYTHON = \"/path/to/python\") before the first ",
+    "call, or reticulate::use_virtualenv()."
+  )
+  message <- if (python == "(none found)") {
     paste0(
-      "optimizer_adafactor() needs Python (>= ", floors[["python"]],
-      ") with keras (>= ", floors[["keras"]], ") and a backend ",
-      "(tensorflow, jax or torch), and could not load them.\n",
+      needs, ", and no Python could be loaded.\n",
+      "reticulate said: ", conditionMessage(e), "\n",
+      if (provides) {
+        paste0(
+          "reticulate tried to provide them itself, from the requirements ",
+          "declared with reticulate::py_require(), and could not: it ",
+          "downloads uv, Python and the packages, which needs a network. Instead, "
+        )
+      } else {
+        "Either "
+      },
+      instead
+    )
+  } else {
+    paste0(
+      needs, ", and could not load them.\n",
       "Python used: ", python, "\n",
       "Python said: ", conditionMessage(e), "\n",
       "Either let reticulate (>= 1.41) provide them: restart R with no ",
       "RETICULATE_PYTHON set and call library(adafactor) first, which ",
-      "declares them with reticulate::py_require(); ",
-      "or install them with adafactor::install_adafactor(), then restart R; ",
-      "or point reticulate at a Python that has them, for example with ",
-      "Sys.setenv(RETICULATE_PYTHON = \"/path/to/python\") before the first ",
-      "call, or reticulate::use_virtualenv()."
-    ),
-    class = "adafactor_python_error", call = NULL
-  ))
+      "declares them with reticulate::py_require(); or ", instead
+    )
+  }
+  stop(errorCondition(message, class = "adafactor_python_error", call = NULL))
 }
 
 python_used <- function() {

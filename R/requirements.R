@@ -43,9 +43,11 @@ python_requirements <- function(backend = "tensorflow",
 }
 
 # reticulate >= 1.41 provisions Python from the requirements packages
-# declare. Declared here: what is not declared yet (keras, and the backend
-# KERAS_BACKEND names unless one is), and the Python floor; nothing once
-# Python runs, when reticulate can no longer change it.
+# declare. Declared here: keras's floor, the floor of each backend declared
+# already (keras3 declares keras and its backend without versions; uv keeps
+# every specifier of a package), or the backend KERAS_BACKEND names where
+# none is; and the Python floor. Nothing once Python runs, when reticulate
+# can no longer change it.
 require_python_packages <- function(
     py_require = get0("py_require", asNamespace("reticulate")),
     python_running = reticulate::py_available(initialize = FALSE),
@@ -55,11 +57,14 @@ require_python_packages <- function(
     return(invisible(NULL))
   }
   required <- py_require()$packages
-  names <- tolower(sub("^([A-Za-z0-9_.-]+).*$", "\\1", required))
+  names <- unique(tolower(sub("^([A-Za-z0-9_.-]+).*$", "\\1", required)))
+  declared <- names[names %in% c(backends, "tensorflow-cpu")]
   backend <- sub("-(cpu|gpu)$", "", backend) # as keras3 reads it
   packages <- c(
-    if (!"keras" %in% names) paste0("keras>=", floors[["keras"]]),
-    if (!any(names %in% c(backends, "tensorflow-cpu")) && backend %in% backends) {
+    paste0("keras>=", floors[["keras"]]),
+    if (length(declared) > 0L) {
+      paste0(declared, ">=", floors[sub("-cpu$", "", declared)])
+    } else if (backend %in% backends) {
       backend_requirements(backend, sysname)
     }
   )

@@ -39,13 +39,24 @@ test_that("py_require() gets keras and the backend KERAS_BACKEND names", {
   expect_identical(calls[[1]][[1]], keras_floor)
 })
 
-test_that("py_require() gets only what is missing, and nothing once Python runs", {
-  for (backend in c("jax[cpu]", "torch>=2.1", "tensorflow-cpu", "TensorFlow")) {
-    calls <- declared(c("numpy", backend), backend = "jax", python_running = FALSE)
-    expect_identical(calls, list(list(keras_floor, python_floor)))
+test_that("py_require() gets the floors of what is declared, nothing once Python runs", {
+  # keras3 declares keras and a backend without versions: the floors are
+  # declared beside them, each under the name declared.
+  cases <- list(
+    "jax[cpu]" = paste0("jax>=", floors[["jax"]]),
+    "torch>=2.1" = paste0("torch>=", floors[["torch"]]),
+    "tensorflow-cpu" = paste0("tensorflow-cpu>=", floors[["tensorflow"]]),
+    "TensorFlow" = paste0("tensorflow>=", floors[["tensorflow"]])
+  )
+  for (backend in names(cases)) {
+    calls <- declared(c("numpy", "keras", backend), backend = "jax", python_running = FALSE)
+    expect_identical(calls, list(list(c(keras_floor, cases[[backend]]), python_floor)))
   }
-  calls <- declared(c("keras", "tensorflow-cpu"), python_running = FALSE)
-  expect_identical(calls, list(list(NULL, python_floor)))
+  calls <- declared(c("keras", "tensorflow-cpu", "jax[cpu]"), python_running = FALSE)
+  expect_identical(calls[[1]][[1]], c(
+    keras_floor, paste0("tensorflow-cpu>=", floors[["tensorflow"]]),
+    paste0("jax>=", floors[["jax"]])
+  ))
   expect_length(declared(python_running = TRUE), 0L)
   # Before reticulate 1.41 there is no py_require(): nothing is declared.
   expect_null(require_python_packages(NULL, python_running = FALSE))
