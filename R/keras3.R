@@ -3,15 +3,28 @@
 # attached adafactor means this package's, whatever the order of library()
 # calls, so when keras3 is attached after adafactor, adafactor moves back in
 # front of it on the search path, and says so.
+#
+# keras3's .onLoad also removes every backend requirement declared with
+# reticulate::py_require(), versions included, and declares its own without
+# one: once keras3 is loaded, adafactor declares its floors again.
 follow_keras3 <- function() {
   setHook(packageEvent("keras3", "attach"), keras3_attached)
+  setHook(packageEvent("keras3", "onLoad"), keras3_loaded)
 }
 
-# When the namespace goes (devtools reloads it, for one), its hook goes too.
+# When the namespace goes (devtools reloads it, for one), its hooks go too.
 unfollow_keras3 <- function() {
-  event <- packageEvent("keras3", "attach")
-  others <- Filter(function(h) !identical(h, keras3_attached), getHook(event))
-  setHook(event, others, "replace")
+  hooks <- list(attach = keras3_attached, onLoad = keras3_loaded)
+  for (name in names(hooks)) {
+    event <- packageEvent("keras3", name)
+    ours <- hooks[[name]]
+    others <- Filter(function(h) !identical(h, ours), getHook(event))
+    setHook(event, others, "replace")
+  }
+}
+
+keras3_loaded <- function(...) {
+  require_python_packages()
 }
 
 # Called when keras3 is attached, inside library(keras3). Under a

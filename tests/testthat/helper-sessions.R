@@ -17,18 +17,19 @@ in_fresh_r <- function(fun, args = list(), env = character()) {
 # A minimal package named keras3 that exports an optimizer_adafactor() of its
 # own, installed into a temporary library: only R's search path is under test.
 # With `dependent`, also a package that depends on adafactor.
-stand_in_keras3 <- function(dependent = FALSE) {
+# Its .onLoad, `on_load`, is R code.
+stand_in_keras3 <- function(dependent = FALSE, on_load = NULL) {
   library <- tempfile("keras3-lib-")
   dir.create(library)
   keras3 <- "optimizer_adafactor <- function(...) \"keras3's\""
-  stand_in_package(library, "keras3", keras3)
+  stand_in_package(library, "keras3", keras3, on_load = on_load)
   if (dependent) {
     stand_in_package(library, "adafactorplus", "plus <- function() 1", "adafactor")
   }
   library
 }
 
-stand_in_package <- function(library, name, code, depends = NULL) {
+stand_in_package <- function(library, name, code, depends = NULL, on_load = NULL) {
   source <- file.path(tempfile("src-"), name)
   dir.create(file.path(source, "R"), recursive = TRUE)
   writeLines(c(
@@ -40,6 +41,9 @@ stand_in_package <- function(library, name, code, depends = NULL) {
   writeLines(
     paste0("export(", sub(" <-.*", "", code), ")"), file.path(source, "NAMESPACE")
   )
+  if (!is.null(on_load)) {
+    code <- c(code, paste(".onLoad <- function(libname, pkgname) {", on_load, "}"))
+  }
   writeLines(code, file.path(source, "R", "code.R"))
   testthat::skip_if_not_installed("callr")
   callr::rcmd_safe("INSTALL", c("-l", library, source), fail_on_status = TRUE)

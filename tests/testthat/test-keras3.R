@@ -20,14 +20,36 @@ test_that("keras3 alone keeps its own", {
   expect_length(result$messages, 0L)
 })
 
-test_that("unloading adafactor removes its hook and no other", {
-  event <- packageEvent("keras3", "attach")
-  saved <- getHook(event)
-  on.exit(setHook(event, saved, "replace"))
+test_that("unloading adafactor removes its hooks and no other", {
+  hooks <- list(attach = keras3_attached, onLoad = keras3_loaded)
+  events <- vapply(names(hooks), function(n) packageEvent("keras3", n), "")
+  saved <- lapply(events, getHook)
+  on.exit(for (e in names(events)) setHook(events[[e]], saved[[e]], "replace"))
   other <- function(...) NULL
-  setHook(event, list(other, keras3_attached), "replace")
+  for (e in names(events)) setHook(events[[e]], list(other, hooks[[e]]), "replace")
   unfollow_keras3()
-  expect_identical(getHook(event), list(other))
+  for (e in events) expect_identical(getHook(e), list(other))
+})
+
+test_that("the floors stay declared when keras3 is loaded after adafactor", {
+  skip_if_not(
+    "py_require" %in% getNamespaceExports("reticulate"), "reticulate < 1.41"
+  )
+  # As keras3's .onLoad: every backend requirement removed, its own added.
+  on_load <- paste(
+    "r <- reticulate::py_require()$packages;",
+    "reticulate::py_require(grep('^tensorflow', r, value = TRUE), action = 'remove');",
+    "reticulate::py_require(c('keras', 'tensorflow-cpu'))"
+  )
+  library <- stand_in_keras3(on_load = on_load)
+  for (order in list(c("adafactor", "keras3"), c("keras3", "adafactor"))) {
+    declared <- in_fresh_r(function(order, library) {
+      .libPaths(c(library, .libPaths()))
+      for (p in order) suppressPackageStartupMessages(library(p, character.only = TRUE))
+      reticulate::py_require()$packages
+    }, list(order = order, library = library), env = c(KERAS_BACKEND = "tensorflow"))
+    expect_true(all(c("keras>=3.15.1", "tensorflow-cpu>=2.21") %in% declared))
+  }
 })
 
 test_that("the message is a package startup message", {
