@@ -127,7 +127,8 @@
 #'   the learning rate (Hugging Face's `scale_parameter`, optax's
 #'   `multiply_by_parameter_scale`).
 #' @param min_dim_size_to_factor `NULL` or a whole number >= 1. A variable is
-#'   factored only when both of its last two dimensions are at least this
+#'   factored only when both of the dimensions it would be factored over (its
+#'   last two, or its two largest with `factor_dims = "largest"`) are at least this
 #'   size; others keep a full second moment (as in optax). `NULL`, the
 #'   default, factors every variable of rank 2 or more.
 #' @param factored `TRUE` or `FALSE`, defaults to `TRUE`. `FALSE` keeps a full

@@ -245,7 +245,8 @@ class Adafactor(keras.optimizers.Optimizer):
         scale_parameter: Bool. False drops the `max(epsilon_2, RMS(x))`
             factor (optax's `multiply_by_parameter_scale`).
         min_dim_size_to_factor: None or an int >= 1. Factor a variable only
-            when both of its last two dimensions are at least this size.
+            when both of the dimensions it would be factored over (see
+            `factor_dims`) are at least this size.
         factored: Bool. False keeps a full second moment for every variable.
         decay_offset: An int >= 0. The `beta_2` schedule counts steps from
             this iteration on (optax's `decay_offset`); before it, beta_2 = 0.
