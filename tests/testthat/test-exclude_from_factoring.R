@@ -47,8 +47,9 @@ test_that("its refusals are adafactor_argument_error, with one message", {
     "`optimizer` must be an optimizer made by optimizer_adafactor()",
     fixed = TRUE, class = "adafactor_argument_error"
   )
-  expect_snapshot(error = TRUE, exclude_from_factoring(optimizer_adafactor(), var_names = "["))
-  expect_snapshot(error = TRUE, exclude_from_factoring(optimizer_adafactor(), var_names = NA))
+  opt <- optimizer_adafactor()
+  expect_snapshot(error = TRUE, exclude_from_factoring(opt, var_names = "["))
+  expect_snapshot(error = TRUE, exclude_from_factoring(opt, var_names = NA))
 })
 
 test_that("a pattern that matches no variable is an R warning at build", {

@@ -50,8 +50,9 @@ test_that("the error without keras reads well", {
 test_that("without any Python, the error says what works instead", {
   error <- simpleError("Installation of Python not found, Python bindings not loaded.")
   # reticulate >= 1.41 tried to provide Python itself, and could not.
-  expect_snapshot(error = TRUE, stop_python_missing(error, "(none found)", provides = TRUE))
-  expect_snapshot(error = TRUE, stop_python_missing(error, "(none found)", provides = FALSE))
+  none <- "(none found)"
+  expect_snapshot(error = TRUE, stop_python_missing(error, none, provides = TRUE))
+  expect_snapshot(error = TRUE, stop_python_missing(error, none, provides = FALSE))
 })
 
 test_that("the class is registered when keras is imported", {

@@ -39,7 +39,7 @@ test_that("py_require() gets keras and the backend KERAS_BACKEND names", {
   expect_identical(calls[[1]][[1]], keras_floor)
 })
 
-test_that("py_require() gets the floors of what is declared, nothing once Python runs", {
+test_that("py_require() gets the floors of all declared, not once Python runs", {
   # keras3 declares keras and a backend without versions: the floors are
   # declared beside them, each under the name declared.
   cases <- list(
@@ -49,7 +49,8 @@ test_that("py_require() gets the floors of what is declared, nothing once Python
     "TensorFlow" = paste0("tensorflow>=", floors[["tensorflow"]])
   )
   for (backend in names(cases)) {
-    calls <- declared(c("numpy", "keras", backend), backend = "jax", python_running = FALSE)
+    required <- c("numpy", "keras", backend)
+    calls <- declared(required, backend = "jax", python_running = FALSE)
     expect_identical(calls, list(list(c(keras_floor, cases[[backend]]), python_floor)))
   }
   calls <- declared(c("keras", "tensorflow-cpu", "jax[cpu]"), python_running = FALSE)
