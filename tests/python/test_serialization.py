@@ -3,7 +3,10 @@
 import pickle
 import re
 import warnings
+import zipfile
+from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -294,3 +297,36 @@ def test_a_skipped_load_names_the_variables_that_differ():
         "x2_v' is float of shape (5,) where the saved value is int of shape (5,)"
         in message
     )
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["default", "options"])
+def test_files_saved_by_an_earlier_release_load_whole(name):
+    """Models saved by main at 95e4c2f (momentum, factor_dims="largest" and
+    an exclusion by name among the options) load with their optimizer
+    state whole, on every backend, and train on."""
+    path = FIXTURES / f"main-95e4c2f-{name}.keras"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Skipping variable loading"
+        model = keras.models.load_model(path)
+    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as f:
+        with h5py.File(f) as weights:
+            group = weights["optimizer"]["vars"]
+            saved = [np.asarray(group[str(i)]) for i in range(len(group))]
+    optimizer = model.optimizer
+    assert isinstance(optimizer, Adafactor)
+    assert [tuple(s.shape) for s in saved] == [
+        tuple(v.shape) for v in optimizer.variables
+    ]
+    for variable, value in zip(optimizer.variables, saved):
+        np.testing.assert_array_equal(np.asarray(variable.numpy(), value.dtype), value)
+    if name == "options":
+        assert optimizer.beta_1 == 0.9 and optimizer.factor_dims == "largest"
+        kinds = [v.name.rsplit("_", 1)[1] for v in optimizer.variables[2:]]
+        assert kinds[:2] == ["v", "m"]  # the embeddings, excluded by name
+    data = np.load(FIXTURES / "main-95e4c2f-data.npz")
+    model.fit(data["x"], data["y"], batch_size=8, epochs=1, verbose=0)
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    assert int(optimizer.iterations) == 4
