@@ -26,13 +26,14 @@ python_module <- function(pkgname) {
   )
 }
 
-# The Python module's warnings go through R's warning(), so that R code can
-# catch and silence them: the module warns by calling its function `warn`.
-# Not when Python runs R (rpy2): the module is Python's, and so are its users.
-use_r_warnings <- function(optimizer = reticulate::import("adafactor.optimizer"),
+# The Python package's warnings go through R's warning(), so that R code can
+# catch and silence them: the package warns by calling the function `warn` of
+# its module adafactor._warning. Not when Python runs R (rpy2): the package is
+# Python's, and so are its users.
+use_r_warnings <- function(module = reticulate::import("adafactor._warning"),
                            r_runs_python = python_started_by_r()) {
-  if (r_runs_python && reticulate::py_has_attr(optimizer, "warn")) {
-    reticulate::py_set_attr(optimizer, "warn", r_warning)
+  if (r_runs_python && reticulate::py_has_attr(module, "warn")) {
+    reticulate::py_set_attr(module, "warn", r_warning)
   }
   invisible(NULL)
 }

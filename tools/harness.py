@@ -4,7 +4,7 @@ optimizer's step compiled on each backend, and the count of its state."""
 import keras
 import numpy as np
 
-from adafactor.optimizer import STATISTICS
+from adafactor.statistics import STATISTICS
 
 # Scalars that hold no state of a variable: the step count, the rate, and
 # what Adafactor's last step did.

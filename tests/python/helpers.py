@@ -7,7 +7,7 @@ them once per backend.
 import keras
 import numpy as np
 
-from adafactor.optimizer import STATISTICS
+from adafactor.statistics import STATISTICS
 from tools.harness import CompiledStep
 
 BACKEND = keras.backend.backend()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adafactor.optimizer import STATISTICS
+from adafactor.statistics import STATISTICS
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import oracle
 from adafactor import Adafactor
-from adafactor._arguments import EPSILON_1_RANGE
+from adafactor.options import EPSILON_1_RANGE
 from helpers import (
     BACKEND,
     TOLERANCE,

@@ -11,7 +11,7 @@ import pytest
 
 import oracle
 from adafactor import Adafactor, StatisticsLogger
-from adafactor.optimizer import STATISTICS
+from adafactor.statistics import STATISTICS
 from helpers import BACKEND, saved_variables, to_numpy
 from tools.harness import CompiledStep, state_variables
 

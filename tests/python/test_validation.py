@@ -1,10 +1,11 @@
 """Bad arguments are refused at construction, naming argument and value.
 
-ARGUMENTS holds, for every argument the rules of adafactor._arguments
-check, values they accept and values they refuse, with the error and the
-phrase of what is allowed (a regular expression).
+ARGUMENTS holds, for every option of adafactor.options, values its rule
+accepts and values it refuses, with the error and the phrase of what is
+allowed (a regular expression).
 """
 
+import inspect
 import re
 from typing import NamedTuple
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from adafactor import Adafactor
-from adafactor._arguments import RULES
+from adafactor.options import OPTIONS
 from helpers import compiled_trajectory, random_problem
 
 
@@ -262,16 +263,20 @@ GOOD = [(name, value) for name, arg in ARGUMENTS.items() for value in arg.good]
 BAD = [(name, *case) for name, arg in ARGUMENTS.items() for case in arg.bad]
 
 
-def test_the_table_has_every_argument_the_rules_check():
-    assert set(ARGUMENTS) == set(RULES) | {"learning_rate"}
+def test_every_option_is_tried():
+    assert set(ARGUMENTS) == {o.name for o in OPTIONS}
 
 
-@pytest.mark.parametrize("name", ARGUMENTS)
-def test_the_table_says_whether_none_is_allowed(name):
-    good, bad = ARGUMENTS[name]
-    allowed = any(value is None for value in good)
-    refused = any(value is None for value, *_ in bad)
-    assert allowed != refused
+def test_the_signature_is_the_table():
+    """The signature lists the options of the table, in its order, with its
+    defaults: the one place an option is written beside it."""
+    parameters = list(inspect.signature(Adafactor).parameters.values())[:-1]
+    assert [p.name for p in parameters] == [o.name for o in OPTIONS]
+    for parameter, option in zip(parameters, OPTIONS):
+        assert parameter.default == option.default, option.name
+    # Keras keeps its options; this package keeps and saves its own.
+    config = Adafactor().get_config()
+    assert all(config[o.name] == o.default for o in OPTIONS if not o.keras)
 
 
 @pytest.mark.parametrize("name, value", GOOD, ids=[f"{n}={shown(v)}" for n, v in GOOD])

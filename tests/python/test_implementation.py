@@ -1,15 +1,18 @@
-"""The kernels (adafactor._kernels): large matrices reduced (and on torch
-updated) in blocks, with no temporary of their size; row and column sums
-taken as matrix products only where they keep float32's precision.
+"""How the step is made, where a measurement chose it: large matrices
+reduced (and on torch updated) in blocks, with no temporary of their size
+(bench/, sections b, d and f); an embedding's rows read and written alone
+(section f); TensorFlow's reads of a sparsely written variable (section f).
 
-These tests reach inside: they shrink the block and watch the kernels."""
+These tests reach inside: they shrink the block and watch the backend's
+operations. They run once, on the backend they are about (mark
+`implementation`)."""
 
 import keras
 import numpy as np
 import pytest
 
 import oracle
-from adafactor import Adafactor, _kernels
+from adafactor import Adafactor, _limits, backend, reductions
 from helpers import (
     BACKEND,
     TOLERANCE,
@@ -20,6 +23,8 @@ from helpers import (
     random_problem,
     to_numpy,
 )
+
+pytestmark = pytest.mark.implementation
 
 # With a block of 6 elements: blocks of one row (5, 7), of three rows and a
 # rest of one (7, 2); one block (2, 3); rank 3 and rank 1 are not split.
@@ -36,23 +41,25 @@ def test_large_matrices_are_reduced_in_blocks(monkeypatch, compiler, dtype):
     updated in place, block by block); the result is the float64 oracle's."""
     if compiler != "eager" and BACKEND == "torch":
         pytest.skip("torch.compile unrolls the blocks here (80 s); test_compiled")
-    monkeypatch.setattr(_kernels, "BLOCK", 6)
+    monkeypatch.setattr(_limits, "BLOCK", 6)
     seen = []
-    square = _kernels._squares
+    square = backend.squares
 
     def spy(x, *args):
         seen.append(tuple(x.shape))
         return square(x, *args)
 
-    monkeypatch.setattr(_kernels, "_squares", spy)
+    monkeypatch.setattr(backend, "squares", spy)
     written = []
-    subtract = _kernels.subtract_in_place
+    subtract = backend.subtract_product
 
     def spy_write(variable, *args):
-        written.append(tuple(variable.shape))
-        subtract(variable, *args)
+        done = subtract(variable, *args)
+        if done:
+            written.append(tuple(variable.shape))
+        return done
 
-    monkeypatch.setattr(_kernels, "subtract_in_place", spy_write)
+    monkeypatch.setattr(backend, "subtract_product", spy_write)
     x0s, grads = random_problem(BLOCKED, steps=5, seed=3)
     x0s = [to_numpy(keras.ops.cast(x, dtype)) for x in x0s]
     optimizer = Adafactor(learning_rate=0.05)
@@ -73,7 +80,7 @@ def test_large_matrices_are_reduced_in_blocks(monkeypatch, compiler, dtype):
 def test_a_gradient_with_rows_unknown_when_traced_is_reduced_whole(monkeypatch):
     """TensorFlow traces an embedding's sparse gradient with an unknown
     number of rows; it is not split, and training goes on."""
-    monkeypatch.setattr(_kernels, "BLOCK", 6)
+    monkeypatch.setattr(_limits, "BLOCK", 6)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 50, (40, 3))  # batches of 16, 16 and 8
     y = rng.standard_normal((40, 1))
@@ -97,15 +104,15 @@ def test_a_dense_gradient_touching_few_rows_is_applied_at_those_rows(monkeypatch
     is the dense step, the float64 oracle's. Where most rows are touched,
     also where a sample of the rows finds few, and where a gradient is not
     finite, the dense step is taken."""
-    monkeypatch.setattr(_kernels, "BLOCK", 6)
+    monkeypatch.setattr(_limits, "BLOCK", 6)
     written = []
-    subtract_rows = _kernels.subtract_rows
+    subtract_rows = backend.subtract_rows
 
-    def spy(variable, indices, delta):
+    def spy(optimizer, variable, indices, *args):
         written.append(sorted(to_numpy(indices).tolist()))
-        subtract_rows(variable, indices, delta)
+        subtract_rows(optimizer, variable, indices, *args)
 
-    monkeypatch.setattr(_kernels, "subtract_rows", spy)
+    monkeypatch.setattr(backend, "subtract_rows", spy)
     rng = np.random.default_rng(2)
     n, steps = 128, 4
     touched = {
@@ -159,13 +166,13 @@ def test_rms_of_a_sparsely_written_variable_is_read_whole(
     the variable's current value, after every kind of write."""
     import tensorflow as tf
 
-    monkeypatch.setattr(_kernels, "BLOCK", 6)
+    monkeypatch.setattr(_limits, "BLOCK", 6)
     rng = np.random.default_rng(5)
     x = scale * (1 + rng.random((7, 2))) * rng.choice([-1, 1], (7, 2))
     variable = keras.Variable(x.astype("float32"))
 
     def rms():
-        return _kernels.root_mean_square(variable, "float32")
+        return reductions.root_mean_square(variable, "float32")
 
     if not jit_compile:  # one dense read; gathers besides
         ops = _tensorflow_ops(rms)
@@ -175,10 +182,10 @@ def test_rms_of_a_sparsely_written_variable_is_read_whole(
     # Which reduction runs: the scaled one by gathers only where the sum of
     # the squares overflows, outside XLA.
     scaled = []
-    reduce = _kernels._scaled_root_mean_square
+    reduce = reductions._rms_by_blocks
     monkeypatch.setattr(
-        _kernels,
-        "_scaled_root_mean_square",
+        reductions,
+        "_rms_by_blocks",
         lambda *args: scaled.append(1) or reduce(*args),
     )
     rms()
@@ -244,5 +251,5 @@ def test_all_finite_finds_any_non_finite_entry(bad, where):
     x[0, 0] = 3e38  # finite, and its square or a sum could overflow
     if bad is not None:
         x.flat[where] = bad
-    got = to_numpy(_kernels.all_finite(keras.ops.convert_to_tensor(x)))
+    got = to_numpy(backend.all_finite(keras.ops.convert_to_tensor(x)))
     assert bool(got) == (bad is None)
