@@ -1,10 +1,28 @@
 # What R checks of the arguments before Python starts, and how it converts
 # them for Python (R/arguments.R).
 
-test_that("every formal is forwarded with an R type", {
-  expect_setequal(
+test_that("every formal is forwarded with an R type, in the formals' order", {
+  expect_identical(
     names(argument_types), setdiff(names(formals(optimizer_adafactor)), "...")
   )
+})
+
+test_that("R's formals and Python's table of options agree", {
+  skip_if_no_keras()
+  adafactor_python()
+  code <- c(
+    "from adafactor.options import OPTIONS",
+    "defaults = {o.name: o.default for o in OPTIONS}"
+  )
+  python <- reticulate::py_run_string(paste(code, collapse = "\n"), local = TRUE)$defaults
+  r <- formals(optimizer_adafactor)
+  r <- as.list(r[names(r) != "..."])
+  # The same options (R's in the order of keras3's documentation), and the
+  # same defaults.
+  expect_setequal(names(r), names(python))
+  for (name in names(python)) {
+    expect_equal(eval(r[[name]]), python[[name]], label = name)
+  }
 })
 
 # R refuses what only R can see; the value rules are Python's.
