@@ -14,7 +14,8 @@ test_that("R's formals and Python's table of options agree", {
     "from adafactor.options import OPTIONS",
     "defaults = {o.name: o.default for o in OPTIONS}"
   )
-  python <- reticulate::py_run_string(paste(code, collapse = "\n"), local = TRUE)$defaults
+  python <- reticulate::py_run_string(paste(code, collapse = "\n"), local = TRUE)
+  python <- python$defaults
   r <- formals(optimizer_adafactor)
   r <- as.list(r[names(r) != "..."])
   # The same options (R's in the order of keras3's documentation), and the
