@@ -103,7 +103,11 @@ def recording(optimizer):
     step = optimizer.update_step
 
     def update_step(gradient, variable, learning_rate):
-        GRADIENTS[variable.name] = type(gradient).__name__
+        # A group of small variables is given their gradients in a list.
+        members = getattr(variable, "variables", (variable,))
+        kinds = gradient if isinstance(gradient, list) else [gradient]
+        for member, kind in zip(members, kinds):
+            GRADIENTS[member.name] = type(kind).__name__
         return step(gradient, variable, learning_rate)
 
     optimizer.update_step = update_step

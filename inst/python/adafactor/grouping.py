@@ -67,8 +67,11 @@ class Grouping:
         size = math.prod(variable.shape)
         if size == 0 or size > _limits.BLOCK or self._rounds_stochastically(variable):
             return None
-        layout = tuple(None if s is None else str(s.dtype) for s in state[:4])
-        return tuple(variable.shape), str(variable.dtype), state.axes, layout
+        kept = tuple(None if s is None else str(s.dtype) for s in state[:4])
+        # Variables sharded alike (a stack of differently sharded ones would
+        # be gathered first).
+        sharded = getattr(getattr(variable, "_layout", None), "axes", None)
+        return tuple(variable.shape), str(variable.dtype), state.axes, kept, sharded
 
 
 def view(optimizer, gradient, variable):
