@@ -22,7 +22,7 @@ APT_PACKAGES := python3-venv python3-dev r-base-dev r-cran-reticulate \
 	r-cran-testthat r-cran-roxygen2 r-cran-knitr r-cran-rmarkdown \
 	r-cran-withr r-cran-callr r-cran-lintr r-cran-covr r-cran-pkgdown pandoc
 
-PY_SOURCES := $(wildcard inst/python/adafactor/*.py)
+PY_SOURCES := $(wildcard inst/python/adafactor/*.py inst/python/adafactor/backend/*.py)
 R_SOURCES := DESCRIPTION $(wildcard R/*.R) $(PY_SOURCES)
 
 export RETICULATE_PYTHON := $(PY)
@@ -32,7 +32,8 @@ export _R_CHECK_FORCE_SUGGESTS_ := false
 export ADAFACTOR_R_LIBRARY := $(RLIB)
 
 .PHONY: setup demo bench test lint test-python test-current check coverage docs site \
-	site-check
+	site-check test-tensorflow test-jax test-torch lane-r-and-tensorflow \
+	lane-jax-and-torch
 .DEFAULT_GOAL := test
 
 setup: $(STAMPS)/venv $(STAMPS)/rpkg
@@ -111,47 +112,58 @@ lint: setup
 	$(PY) -m ruff format --check inst/python tests/python bench tools
 	$(R) -e 'lints <- lintr::lint_package(); print(lints); quit(status = length(lints) > 0)'
 
-# Where a test runs is its mark (pyproject.toml lists them). The whole suite
-# runs on tensorflow; on torch all but what runs once (the distributed tests
-# start their own backends; the machine's pins are the machine's); on the jax
-# that fits the R package's numpy, the update rule's files and the R
-# package's. With the newest jax (test-current) the whole suite runs on jax,
-# Keras's own test files included.
-PER_BACKEND := not distributed and not machine
-test-python: setup
-	$(PY) -m coverage erase
-	KERAS_BACKEND=tensorflow $(PY) -m coverage run -p -m pytest tests/python -q
-	KERAS_BACKEND=jax $(PY) -m coverage run -p -m pytest tests/python -q \
-	  -m '(update_rule or r) and not distributed'
-	KERAS_BACKEND=torch $(PY) -m coverage run -p -m pytest tests/python -q \
-	  -m '$(PER_BACKEND)'
-	$(PY) -m coverage combine -q
-	$(PY) -m coverage report
+# Where a test runs is its mark (pyproject.toml lists them), and each runs
+# once where it can differ: on each (release, backend) pair the two
+# environments hold. TensorFlow is the same release in both, and runs every
+# test once, in .venv: the R package's (rpy2, on one backend), the
+# benchmark's, the set-up's and the distributed ones. jax and torch differ
+# between the two, and each runs what depends on it in each: in .venv, the
+# R package's jax the update rule and how it is made, torch all but what
+# runs once; in .venv-current (the newest releases), all but what runs
+# once, the jax distributed tests among them. --durations keeps the slow
+# ones in sight.
+PYTEST = -m pytest tests/python -q -p no:cacheprovider --durations=25
+ONCE := r or bench or machine
+test-tensorflow: setup
+	KERAS_BACKEND=tensorflow $(PY) $(PYTEST)
 
-# The newest releases: the suite runs on jax and torch, whose releases differ
-# from requirements.txt, and is collected on tensorflow. The R package's tests
-# stay with the R package's Python, and the benchmark's with test-python.
-CURRENT := not r and not bench
+test-jax: setup
+	KERAS_BACKEND=jax $(PY) $(PYTEST) -m '(update_rule or implementation) and not distributed'
+
+test-torch: setup
+	KERAS_BACKEND=torch $(PY) $(PYTEST) -m 'not ($(ONCE)) and not distributed'
+
+test-python: test-tensorflow test-jax test-torch
+
+# The newest releases: jax and torch (TensorFlow's suite is collected: the
+# same release as in .venv). What is about how the step is made runs once.
+CURRENT := not ($(ONCE)) and not implementation
 test-current: $(STAMPS)/venv-current
-	KERAS_BACKEND=tensorflow $(PY_CURRENT) -m pytest tests/python -q -m '$(CURRENT)' \
-	  --collect-only -p no:cacheprovider | tail -1
-	KERAS_BACKEND=jax $(PY_CURRENT) -m pytest tests/python -q -m '$(CURRENT)'
-	KERAS_BACKEND=torch $(PY_CURRENT) -m pytest tests/python -q \
-	  -m '$(CURRENT) and $(PER_BACKEND)'
+	KERAS_BACKEND=tensorflow $(PY_CURRENT) $(PYTEST) -m '$(CURRENT)' \
+	  --collect-only | tail -1
+	KERAS_BACKEND=jax $(PY_CURRENT) $(PYTEST) -m '$(CURRENT) and not tensorflow_workers'
+	KERAS_BACKEND=torch $(PY_CURRENT) $(PYTEST) -m '$(CURRENT) and not distributed'
 
-# R CMD build runs the vignette and R CMD check the examples and the
-# vignette's code; the testthat suite runs once, under covr (make coverage),
-# which fails when a test fails.
+# The vignette's code runs once, when the site is built (site-check): R CMD
+# build leaves it unbuilt, and R CMD check runs the examples alone. The
+# testthat suite runs once, under covr (make coverage), which fails when a
+# test fails.
 check: setup
 	rm -rf $(BUILD) && mkdir -p $(BUILD)/src
 	tar -c --exclude=./.venv --exclude=./.venv-current --exclude=./.rlib \
 	  --exclude=./.git --exclude=./$(BUILD) . | tar -x -C $(BUILD)/src
-	cd $(BUILD) && R_LIBS=$(RLIB) R CMD build src
+	cd $(BUILD) && R_LIBS=$(RLIB) R CMD build --no-build-vignettes src
 	cd $(BUILD) && R_LIBS=$(RLIB) R CMD check --no-manual --no-tests \
-	  --no-build-vignettes adafactor_*.tar.gz
+	  --ignore-vignettes adafactor_*.tar.gz
 	@! grep -E '^Status: .*(WARNING|ERROR)' $(BUILD)/adafactor.Rcheck/00check.log
 
 coverage: setup
 	$(R) -e 'print(covr::package_coverage())'
 
-test: lint test-python test-current check coverage site-check
+# Two lanes at once, one per core, each a sequence: TensorFlow's suite and
+# the R package's checks; jax's and torch's suites in both environments.
+test: lint
+	$(MAKE) -j2 --output-sync=target lane-r-and-tensorflow lane-jax-and-torch
+
+lane-r-and-tensorflow: test-tensorflow check coverage site-check
+lane-jax-and-torch: test-jax test-torch test-current

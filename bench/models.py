@@ -157,7 +157,7 @@ def torch_state(shapes):
     return int(sum(v.numel() for v in kept))
 
 
-def torch_step(shapes):
+def torch_step(shapes, foreach=None):
     import numpy as np
     import torch
 
@@ -168,7 +168,7 @@ def torch_step(shapes):
     for p in params:
         p.requires_grad_(True)
         p.grad = torch.tensor(rng.standard_normal(p.shape), dtype=torch.float32)
-    return torch.optim.Adafactor(params).step
+    return torch.optim.Adafactor(params, foreach=foreach).step
 
 
 PEERS = {
@@ -192,7 +192,7 @@ RUNS = [
 # every contender but ours: TensorFlow without XLA keeps a variable it has
 # written sparsely in copy-on-read mode, in which a dense read (the
 # Embedding layer's) copies it; ours turns the mode back after its write
-# (adafactor._kernels.copy_on_write).
+# (adafactor.backend.tensorflow.subtract_rows).
 COPIES_THE_TABLE = ("tensorflow (default: no XLA on CPU)",)
 
 # ----------------------------------------------------------------- models
@@ -323,7 +323,7 @@ def embedding_gradients(e, backend):
     TensorFlow gives the embedding a row-sparse gradient (IndexedSlices) of
     batch x tokens rows, touching the distinct tokens of the batch; jax and
     torch give it a dense one, zero outside those rows, which ours applies
-    at those rows alone on torch (adafactor._kernels.nonzero_rows). The
+    at those rows alone on torch (adafactor.backend.torch.nonzero_rows). The
     Dense layer's are dense everywhere."""
     import numpy as np
 
@@ -351,11 +351,12 @@ def step_bytes(name, variables):
     - SGD, x -= lr g: reads g and x, writes x. 3n.
     - ours: the update needs every row's and column's statistic, and its
       clipping the RMS of the whole update, before it writes any row: one
-      pass over g for R_t, C_t and RMS(U_t) (sum_j (1/C_j) sum_i G_ij^2/R_i
-      needs no second pass), and another for the update. RMS(x), of the
-      weights before the step, must be complete before the write: a pass
-      of its own over x (none with RMS(x) kept). Then the write reads x
-      and writes it. 5n (4n kept),
+      pass over g for R_t and C_t, a second for RMS(U_t), taken of the
+      update as it is formed (a sum of G^2 weighted by the statistics
+      afterwards overflows under a spike; adafactor.updates), and a third
+      for the update. RMS(x), of the weights before the step, must be
+      complete before the write: a pass of its own over x (none with
+      RMS(x) kept). Then the write reads x and writes it. 6n (5n kept),
       plus the statistics read and written once: r and c, of n/w + w
       elements for an n/w x w matrix, or v, of n, for a vector.
     - keras Adam: reads g, m, v and x, writes m, v and x. 7n.
@@ -363,7 +364,7 @@ def step_bytes(name, variables):
     A row-sparse gradient of k rows of width w (u distinct):
 
     - SGD reads the k rows of g, and reads and writes the u rows of x.
-    - ours reads the k rows twice, as above; reads and writes the u rows of
+    - ours reads the k rows three times, as above; reads and writes the u rows of
       x, and reads x whole for RMS(x) (not kept). Every row's statistic
       decays, so r and c are still read and written whole.
     - keras Adam: m and v decay at every row and x moves at every row, so
@@ -392,7 +393,7 @@ def step_bytes(name, variables):
         else:
             rms_x = 0 if name == KEPT_RMS else n
             stats = _statistics(shape)
-            r, w = found + 2 * g + rms_x + moved + stats, moved + stats
+            r, w = found + 3 * g + rms_x + moved + stats, moved + stats
         read, written = read + 4 * r, written + 4 * w
     return read, written
 

@@ -5,6 +5,7 @@ import json
 import math
 import statistics
 
+from bench import realistic
 from bench.models import (
     BF16_VOCAB,
     COPIES_THE_TABLE,
@@ -42,6 +43,7 @@ def write_report(results, out):
         + _embedding(results["embedding_size"], results["embedding"])
         + _bytes(results)
         + _table2(results["table2"])
+        + realistic.report(results.get("realistic", {}))
     )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2))

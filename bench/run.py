@@ -8,11 +8,11 @@ import platform
 import subprocess
 import sys
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import bench
-from bench import report
+from bench import device, realistic, report
 from bench.models import (
     BACKENDS,
     BYTES,
@@ -95,6 +95,13 @@ def collect(cfg, run, backends=BACKENDS):
     print("g. memory bandwidth ...", flush=True)
     results["bandwidth"] = measure("bandwidth", backends[0])
     results["bytes"] = traffic(cfg, backends)
+    results["realistic"] = {}
+    for label, backend, compiler, jit_compile in realistic.MODES:
+        if backend in backends:
+            print(f"i. the models people train: {label} ...", flush=True)
+            results["realistic"][label] = measure(
+                "realistic", backend, compiler=compiler, jit_compile=jit_compile
+            )
     # On JAX, whose compiled steps trained the fastest here.
     print("h. the paper's Table 2, in miniature ...", flush=True)
     results["table2"] = measure("table2", "jax" if "jax" in backends else backends[0])
@@ -133,7 +140,7 @@ def machine():
     except OSError:
         pass
     versions = {
-        p: version(p)
+        p: _version(p)
         for p in ("keras", "tensorflow-cpu", "jax", "optax", "torch", "numpy")
     }
     return {
@@ -143,6 +150,13 @@ def machine():
         "date": time.strftime("%Y-%m-%d"),
         "versions": versions,
     }
+
+
+def _version(package):
+    try:
+        return version(package)
+    except PackageNotFoundError:  # the device check runs without TensorFlow
+        return None
 
 
 def main(argv=None):
@@ -155,8 +169,17 @@ def main(argv=None):
     parser.add_argument(
         "--out", type=Path, default=HERE, help="where the report goes (bench/)"
     )
+    parser.add_argument(
+        "--device-check",
+        action="store_true",
+        help="sections b, d, f and i on jax and torch, on the device Keras picks "
+        "(a GPU where there is one): results-device.md and results-device.json",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = collect(sizes(args.quick), in_subprocess)
-    report.write(results, args.out)
-    print((args.out / "results.md").read_text())
+    if args.device_check:
+        path = device.check(sizes(args.quick), in_subprocess, args.out, machine())
+    else:
+        report.write(collect(sizes(args.quick), in_subprocess), args.out)
+        path = args.out / "results.md"
+    print(path.read_text())

@@ -37,6 +37,7 @@ from bench.models import (
     sizes,
     sorting_transformer,
     table2_optimizer,
+    torch_step,
 )
 
 # Ours again in section a, factoring the two largest dimensions (as optax),
@@ -76,13 +77,24 @@ def state(cfg):
 def _timer(fn, warmup=3):
     for _ in range(warmup):
         fn()
+        _synchronize()
 
     def timed():
         start = time.perf_counter()
         fn()
+        _synchronize()
         return time.perf_counter() - start
 
     return timed
+
+
+def _synchronize():
+    """Wait for the device where a step returns before it is done: torch on
+    a GPU. (JAX's compiled steps here wait with block_until_ready; a
+    training step returns its loss as a number.)"""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def _interleaved(timers, steps):
@@ -97,10 +109,11 @@ def _interleaved(timers, steps):
     return {name: 1000 * float(np.median(t)) for name, t in times.items()}
 
 
-def keras_step(make_optimizer, shapes, seed=0):
+def keras_step(make_optimizer, shapes, seed=0, compiler=None):
     """A function running one compiled optimizer.apply on fresh variables:
     XLA on TensorFlow, jax.jit with the state donated on JAX; eager on torch,
-    as Keras runs it there by default (jit_compile="auto" means eager)."""
+    as Keras runs it there by default (jit_compile="auto" means eager); or
+    as `compiler` says (see harness.CompiledStep)."""
     import keras
     import numpy as np
 
@@ -115,9 +128,32 @@ def keras_step(make_optimizer, shapes, seed=0):
         keras.ops.convert_to_tensor(rng.standard_normal(s).astype("float32"))
         for s in shapes
     ]
-    eager = keras.backend.backend() == "torch"
-    step = CompiledStep(make_optimizer(), variables, "eager" if eager else "default")
-    return step.bind(grads)
+    if compiler is None:
+        compiler = "eager" if keras.backend.backend() == "torch" else "default"
+    return CompiledStep(make_optimizer(), variables, compiler).bind(grads)
+
+
+def peer_steps(shapes):
+    """This backend's peers' steps: optax's on jax; torch's own on torch, as
+    it runs by default and with foreach=True (one operation for every
+    variable at once)."""
+    import keras
+
+    backend = keras.backend.backend()
+    peer = PEERS.get(backend)
+    if peer is None:
+        return {}
+    steps = {peer.name: peer.step(shapes)}
+    if backend == "torch":
+        steps[f"{peer.name}, foreach=True"] = torch_step(shapes, foreach=True)
+    return steps
+
+
+def realistic(cfg, compiler, jit_compile):
+    """Section i (see bench.realistic)."""
+    from bench import realistic as section
+
+    return section.measure(cfg, compiler, jit_compile)
 
 
 def step(cfg):
@@ -188,6 +224,63 @@ def peak(cfg, contender, size, jit_compile):
         "model_mb": size * (size + 1) * 4 / 2**20,
         "before_mb": before,
     }
+
+
+def keras_backend():
+    import keras
+
+    return keras.backend.backend()
+
+
+def _device_check(cfg):
+    from bench import device
+
+    return device.measure_here(cfg)
+
+
+def devices():
+    """The devices Keras runs on, by the backend's names."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [str(d) for d in jax.local_devices()]
+    import torch
+
+    if torch.cuda.is_available():
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return ["cpu"]
+
+
+def device_peak(cfg, contender, size):
+    """Peak memory of the device a training step of section d's model runs
+    on, where the backend reports it (a GPU's); else the process's peak
+    resident memory, as `peak`."""
+    import keras
+    import numpy as np
+
+    model = dense(size)
+    model.compile(optimizer=make(contender), loss="mse")
+    x = np.ones((8, size), "float32")
+    model.train_on_batch(x, x)
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+            model.train_on_batch(x, x)
+            return {"device_peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+    if backend == "jax":
+        import jax
+
+        stats = jax.local_devices()[0].memory_stats()
+        if stats and "peak_bytes_in_use" in stats:
+            model.train_on_batch(x, x)  # JAX keeps the peak since the start
+            most = jax.local_devices()[0].memory_stats()["peak_bytes_in_use"]
+            return {"device_peak_mb": most / 2**20}
+    return peak(cfg, contender, size, "auto")
 
 
 def embedding_step(cfg, jit_compile):
@@ -350,6 +443,9 @@ KINDS = {
     "bfloat16": bfloat16,
     "bandwidth": bandwidth,
     "table2": table2,
+    "realistic": realistic,
+    "device_peak": device_peak,
+    "device": lambda cfg: _device_check(cfg),
 }
 
 

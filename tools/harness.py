@@ -23,9 +23,10 @@ def elements(variables):
 
 class CompiledStep:
     """`optimizer.apply(grads, variables)`, compiled: XLA on TensorFlow
-    (`jit_compile=True`), `jax.jit` of `stateless_apply` on JAX (as `fit()`
-    runs it, the state carried from call to call and donated), and
-    `torch.compile` on torch; eager with `compiler="eager"`, on any backend.
+    (`jit_compile=True`; its graph without XLA with `compiler="graph"`),
+    `jax.jit` of `stateless_apply` on JAX (as `fit()` runs it, the state
+    carried from call to call and donated), and `torch.compile` on torch;
+    eager with `compiler="eager"`, on any backend.
 
     On JAX the variables hold their new values only after `sync()`.
     """
@@ -35,11 +36,14 @@ class CompiledStep:
         optimizer.build(self.variables)
         backend = keras.backend.backend()
         self.backend = "eager" if compiler == "eager" else backend
+        self.xla = compiler != "graph"  # TensorFlow's graph without XLA
         if self.backend == "tensorflow":
             import tensorflow as tf
 
             # Traced as written, without AutoGraph, as Keras traces its steps.
-            self._step = tf.function(self._apply, jit_compile=True, autograph=False)
+            self._step = tf.function(
+                self._apply, jit_compile=self.xla, autograph=False
+            )
         elif self.backend == "jax":
             import jax
 
@@ -65,7 +69,7 @@ class CompiledStep:
             import tensorflow as tf
 
             return tf.function(
-                lambda: self._apply(grads), jit_compile=True, autograph=False
+                lambda: self._apply(grads), jit_compile=self.xla, autograph=False
             )
         return lambda: self(grads)
 

@@ -34,6 +34,7 @@ def run(mode):
     return result
 
 
+@pytest.mark.tensorflow_workers
 def test_tf_mirrored_strategy_on_two_cpus():
     result = run("mirrored")
     assert result["replicas"] == 2

@@ -266,6 +266,7 @@ def test_a_worker_lost_resumes_from_its_backup(runs, tmp_path):
     assert_every_process_ends_as(tmp_path, "restored", 2, want)
 
 
+@pytest.mark.tensorflow_workers
 def test_tf_multi_worker_mirrored_strategy_trains_as_one_worker(runs):
     (single,), single_out = runs("tensorflow-train-none-1")
     double, double_out = runs("tensorflow-train-none-2")
@@ -279,6 +280,7 @@ def test_tf_multi_worker_mirrored_strategy_trains_as_one_worker(runs):
     assert_every_process_ends_as(double_out, "trained", 2, want)
 
 
+@pytest.mark.tensorflow_workers
 def test_tf_multi_worker_fit_fares_as_with_keras_own_optimizer(runs):
     """Keras 3.15's fit() fails under MultiWorkerMirroredStrategy whatever
     the optimizer (keras-team/keras#20585); the custom loop above is the

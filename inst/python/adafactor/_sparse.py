@@ -5,9 +5,8 @@ A row a gradient does not touch gets an update of exactly zero, so a step
 can read and write only the touched rows; its statistics still decay.
 """
 
-from keras import ops
-
 from adafactor import backend
+from adafactor.backend import ops
 
 
 def sum_duplicates(indices, values, shape):

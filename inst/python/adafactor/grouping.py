@@ -16,10 +16,9 @@ _limits.BLOCK), row-sparse gradients and variables rounded stochastically
 import math
 from typing import NamedTuple
 
-from keras import ops
-
 from adafactor import _limits, backend
 from adafactor._sparse import touched_rows
+from adafactor.backend import ops
 
 # At most this many elements in a group: its temporaries are of its size.
 GROUP = 8 * _limits.BLOCK

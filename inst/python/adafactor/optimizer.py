@@ -16,10 +16,10 @@ from typing import NamedTuple
 
 import keras
 import numpy as np
-from keras import ops
 
 from adafactor import backend, grouping, reductions
 from adafactor._sparse import coalesced, row_sparse_values
+from adafactor.backend import ops
 from adafactor.exclusions import Exclusions
 from adafactor.grouping import Grouping
 from adafactor.options import BETA_2_DECAY, OPTIONS, validate

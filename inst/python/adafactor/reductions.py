@@ -4,9 +4,8 @@ adafactor.backend)."""
 
 import math
 
-from keras import ops
-
 from adafactor import _limits, backend
+from adafactor.backend import ops
 
 
 def rows_per_block(shape):

@@ -2,10 +2,10 @@
 nothing, as a LossScaleOptimizer's skipped step, without loss scaling."""
 
 import keras
-from keras import ops
 
 from adafactor import backend
 from adafactor._sparse import row_sparse_values
+from adafactor.backend import ops
 
 
 def all_finite(grads):

@@ -7,9 +7,9 @@ import math
 from typing import NamedTuple
 
 import keras
-from keras import ops
 
 from adafactor import backend
+from adafactor.backend import ops
 from adafactor.reductions import by_blocks
 
 

@@ -8,6 +8,7 @@ from keras import ops
 
 __all__ = [
     "NAME",
+    "ops",
     "OPTIONS_NEEDING_DENSE",
     "NEGATIVE_INDICES_COUNT_FROM_END",
     "SQUARES_DTYPE",
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 NAME = "generic"
+# The operations the step is written in: Keras's, which a backend may give
+# faster forms of (torch).
+ops = ops
 # Options of keras.optimizers.Optimizer that the backend applies to a dense
 # gradient only: a sparse one is made dense first.
 OPTIONS_NEEDING_DENSE = ()

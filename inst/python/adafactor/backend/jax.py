@@ -13,6 +13,7 @@ from adafactor.backend.generic import (  # noqa: F401
     fori_loop,
     nonzero_rows,
     norm,
+    ops,
     over_blocks,
     product,
     readable,

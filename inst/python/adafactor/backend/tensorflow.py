@@ -10,6 +10,7 @@ from adafactor.backend.generic import (  # noqa: F401
     all_finite,
     assign_each,
     nonzero_rows,
+    ops,
     scatter_rows,
     squares,
     stepping,
