@@ -3,10 +3,12 @@ report and the plot are written.
 
 Nothing about timing is asserted here; `make bench` measures."""
 
+import os
+
 import pytest
 
 import oracle
-from bench import models, report, run, workers
+from bench import models, realistic, report, run, workers
 from helpers import BACKEND
 
 pytestmark = pytest.mark.bench
@@ -47,24 +49,24 @@ def test_step_bytes_counts_each_pass_as_its_docstring_says():
         return read // 4, written // 4
 
     assert elements(models.FLOOR) == (2 * n, n)
-    assert elements(models.OURS) == (4 * n + stats, n + stats)
-    assert elements(models.KEPT_RMS) == (3 * n + stats, n + stats)
+    assert elements(models.OURS) == (5 * n + stats, n + stats)
+    assert elements(models.KEPT_RMS) == (4 * n + stats, n + stats)
     assert elements("keras Adam") == (4 * n, 3 * n)
     # A vector keeps a full v; its statistics are as large as itself.
-    assert elements(models.OURS, shape=(8,)) == (4 * 8 + 8, 8 + 8)
+    assert elements(models.OURS, shape=(8,)) == (5 * 8 + 8, 8 + 8)
     # Row-sparse: the k gradient rows, the u rows of x, and what is whole.
     rows, g, x = (k, u, "sparse"), k * width, u * width
     assert elements(models.FLOOR, rows) == (g + x, x)
-    assert elements(models.OURS, rows) == (2 * g + n + x + stats, x + stats)
-    assert elements(models.KEPT_RMS, rows) == (2 * g + x + stats, x + stats)
+    assert elements(models.OURS, rows) == (3 * g + n + x + stats, x + stats)
+    assert elements(models.KEPT_RMS, rows) == (3 * g + x + stats, x + stats)
     assert elements("keras Adam", rows) == (g + 3 * n, 3 * n)
     # Dense, zero outside u rows: whole for SGD and Adam; ours reads it
     # once to find the rows, then takes it as u rows.
     rows = (k, u, "dense")
     assert elements(models.FLOOR, rows) == (2 * n, n)
     assert elements("keras Adam", rows) == (4 * n, 3 * n)
-    assert elements(models.OURS, rows) == (n + 2 * x + n + x + stats, x + stats)
-    assert elements(models.KEPT_RMS, rows) == (n + 3 * x + stats, x + stats)
+    assert elements(models.OURS, rows) == (n + 3 * x + n + x + stats, x + stats)
+    assert elements(models.KEPT_RMS, rows) == (n + 4 * x + stats, x + stats)
 
 
 def test_peak_worker_runs_every_contender():
@@ -123,7 +125,7 @@ def test_report_and_plot_are_written(tmp_path):
     # The same sections and tables as the full run's report, on fewer rows.
     assert table_headers(written) == table_headers(committed)
     headers, sections = table_headers(written)
-    assert sections == [f"## {s}. " for s in "abcdefgh"]
+    assert sections == [f"## {s}. " for s in "abcdefghi"]
     # b and f give the ratios to SGD, the targets' measure, and keep the
     # ratios the README quotes.
     b, f = (h for h in headers if h.startswith("| backend | contender | ms |"))
@@ -137,85 +139,52 @@ def test_report_and_plot_are_written(tmp_path):
     h = written[written.index("## h. ") :]
     assert sum(line.startswith("| (") for line in h.splitlines()) == 3
     assert h.count("reproduced**") == 1
+    # i: a table per model, a row per mode run, and a sentence each for the
+    # step alone and the training step.
+    i = written[written.index("## i. ") :]
+    assert i.count("\n### ") == len(realistic.MODELS)
+    assert sum(line.startswith("| tensorflow") for line in i.splitlines()) == 6
+    assert "The step alone: ours took no longer than keras Adam in " in i
+    assert "The training step: ours took no longer than keras Adam in " in i
 
 
-def table2_rows(valid):
-    """Section h's results with these validation losses per (row, warmup):
-    three seeds each, a loss of inf for a diverged run."""
-    rows = {}
-    for (letter, when), losses in valid.items():
-        runs = [{"train": v, "valid": v, "diverged": v == float("inf")} for v in losses]
-        rows.setdefault(letter, {"warmup": runs, "none": runs})[when] = runs
-    return rows
-
-
-def test_table2_findings_follow_the_numbers():
-    stable = [1.0, 1.01, 0.99]
-    rows = {("A", "none"): [float("inf")] * 3}
-    rows.update({(b, "none"): stable for b in "BHK"})
-    sentence = next(
-        line for line in report._findings(table2_rows(rows)) if "(K)" in line
+def test_section_i_says_where_ours_was_no_slower_than_adam():
+    """The sentences follow the numbers they are given."""
+    row = {"variables": 3, "parameters": 30}
+    step = {name: 1.0 for name in realistic.CONTENDERS}
+    slower = dict(row, step=dict(step, **{models.OURS: 1.5}), train=step)
+    lines = realistic.report({"mode a": {realistic.MANY: slower}})
+    text = "\n".join(lines)
+    assert "The step alone: ours took no longer than keras Adam in 0 of 1 cases" in text
+    assert "longer in mode a, many small variables (1.50x)" in text
+    assert (
+        "The training step: ours took no longer than keras Adam in 1 of 1 cases."
+        in text
     )
-    assert "**reproduced**" in sentence and "diverged 3 and 0" in sentence
-    # (A) no worse than (H): not reproduced.
-    rows[("A", "none")] = [1.0, 1.0, 1.0]
-    sentence = next(
-        line for line in report._findings(table2_rows(rows)) if "(K)" in line
-    )
-    assert "**not reproduced**" in sentence
-    # The best row without warmup is the lowest of those that never diverged.
-    rows[("B", "none")] = [0.5, 0.5, 0.5]
-    best = report._findings(table2_rows(rows))[-2]
-    assert best.startswith("- Best row without warmup")
-    assert "(B), validation loss 0.500" in best
 
 
 @tensorflow_only
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_peers_state_is_counted_in_a_process_of_its_own(backend):
-    peer = models.PEERS[backend].name
-    state = run.in_subprocess(spec("state", backend=backend))
-    assert list(state)[0] == peer and state[peer] > 0
-    if backend == "jax":
-        # optax factoring every matrix over its two largest dimensions keeps
-        # ours with factor_dims="largest", and a placeholder or two per
-        # variable and its step count.
-        params = models.reference_transformer(CFG).trainable_variables
-        shapes = [tuple(v.shape) for v in params]
-        extra = state[f"{peer}, min_dim_size_to_factor=1"] - oracle.state_size(
-            shapes, "largest"
-        )
-        assert 0 <= extra <= 2 * len(shapes) + 1
-    else:
-        assert list(state) == [peer]
+def test_the_device_check_runs_without_tensorflow(tmp_path, monkeypatch):
+    """The device check, quick: sections b, d, f and i on jax and torch,
+    each in processes of their own, where TensorFlow cannot be imported."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "tensorflow.py").write_text("raise ImportError('hidden')\n")
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hidden), path])))
+    specs, measure = [], run.in_subprocess
 
+    def in_subprocess(spec):
+        specs.append(spec)
+        return measure(spec)
 
-@pytest.mark.parametrize("ours_mb", [5, 2], ids=["more-bytes", "fewer-bytes"])
-def test_a_bytes_verdict_follows_the_numbers_it_is_given(ours_mb):
-    """Section g's sentence, from synthetic numbers: 1 MB a ms, SGD 3 MB
-    in 10 ms, ours 12 ms and `ours_mb`, more or fewer bytes than SGD's."""
-    moved = {models.FLOOR: 3e6, models.OURS: ours_mb * 1e6, models.KEPT_RMS: 1e6}
-    times = {models.FLOOR: 10.0, models.OURS: 12.0}
-    got = report._verdict("f", "torch", "torch", moved, times, 1e6)
-    assert "ours 1.20x SGD, target 1.5x: met" in got
-    if ours_mb > 3:
-        assert "the 2 MB more take 2.00 ms, and SGD's 10.0 ms plus those" in got
-        assert "make 1.20x SGD, within the target" in got
-    else:
-        assert "the 1 MB fewer save 1.00 ms, and SGD's 10.0 ms less those" in got
-        assert "make 0.90x SGD, within the target" in got
-        assert "this step moves bytes faster" not in got  # 1.2 > 0.9
-    assert "(with RMS(x) kept: 0.80x)" in got
-
-
-def test_a_forward_pass_copying_the_table_is_taken_out_of_sgds_step():
-    """Where SGD's forward pass copies the table and ours' does not, the
-    verdict says what the copy takes, and ours against SGD without it."""
-    times = {models.FLOOR: 10.0, models.OURS: 6.0}
-    verdict = "- f, tensorflow: ours 0.60x SGD." + report._FASTER_THAN_NUMPY
-    got = report._with_the_copy(verdict, times, 8e6, 1e6)  # 1 MB a ms
-    assert report._FASTER_THAN_NUMPY not in got
-    assert got.endswith(
-        "the copy reads and writes 8 MB, 8.00 ms at the copy rate, and SGD's"
-        " step less the copy takes 2.0 ms, ours 3.00x that."
-    )
+    monkeypatch.setattr(run, "in_subprocess", in_subprocess)
+    out = tmp_path / "out"
+    run.main(["--device-check", "--quick", "--out", str(out)])
+    assert {s["backend"] for s in specs} == {"jax", "torch"}
+    written = (out / "results-device.md").read_text()
+    for backend in ("jax", "torch"):
+        assert f"## {backend}: " in written
+    assert written.count("| b. update step, ms |") == 2
+    assert written.count("## i. ") == 2
+    assert (out / "results-device.json").stat().st_size > 0
