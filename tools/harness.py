@@ -41,9 +41,7 @@ class CompiledStep:
             import tensorflow as tf
 
             # Traced as written, without AutoGraph, as Keras traces its steps.
-            self._step = tf.function(
-                self._apply, jit_compile=self.xla, autograph=False
-            )
+            self._step = tf.function(self._apply, jit_compile=self.xla, autograph=False)
         elif self.backend == "jax":
             import jax
 
