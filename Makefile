@@ -123,12 +123,13 @@ lint: setup
 # once, the jax distributed tests among them. --durations keeps the slow
 # ones in sight.
 PYTEST = -m pytest tests/python -q -p no:cacheprovider --durations=25
-ONCE := r or bench or machine
+ONCE := r or bench or machine or device_check
 test-tensorflow: setup
-	KERAS_BACKEND=tensorflow $(PY) $(PYTEST)
+	KERAS_BACKEND=tensorflow $(PY) $(PYTEST) -m 'not device_check'
 
 test-jax: setup
-	KERAS_BACKEND=jax $(PY) $(PYTEST) -m '(update_rule or implementation) and not distributed'
+	KERAS_BACKEND=jax $(PY) $(PYTEST) \
+	  -m '(update_rule or implementation or device_check) and not distributed'
 
 test-torch: setup
 	KERAS_BACKEND=torch $(PY) $(PYTEST) -m 'not ($(ONCE)) and not distributed'

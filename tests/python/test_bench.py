@@ -163,7 +163,7 @@ def test_section_i_says_where_ours_was_no_slower_than_adam():
     )
 
 
-@tensorflow_only
+@pytest.mark.device_check
 def test_the_device_check_runs_without_tensorflow(tmp_path, monkeypatch):
     """The device check, quick: sections b, d, f and i on jax and torch,
     each in processes of their own, where TensorFlow cannot be imported."""

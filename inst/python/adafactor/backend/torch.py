@@ -43,24 +43,15 @@ class _Ops:
 
     @staticmethod
     def sum(x, axis=None, keepdims=False):
-        x = _tensor(x)
-        return (
-            torch.sum(x) if axis is None else torch.sum(x, dim=axis, keepdim=keepdims)
-        )
+        return _reduce(torch.sum, x, axis, keepdims)
 
     @staticmethod
     def mean(x, axis=None, keepdims=False):
-        x = _tensor(x)
-        if axis is None:
-            return torch.mean(x)
-        return torch.mean(x, dim=axis, keepdim=keepdims)
+        return _reduce(torch.mean, x, axis, keepdims)
 
     @staticmethod
     def max(x, axis=None, keepdims=False):
-        x = _tensor(x)
-        if axis is None:
-            return torch.amax(x)
-        return torch.amax(x, dim=axis, keepdim=keepdims)
+        return _reduce(torch.amax, x, axis, keepdims)
 
     @staticmethod
     def maximum(x, y):
@@ -115,6 +106,11 @@ def _tensor(x):
     if hasattr(x, "value"):
         return x.value
     return torch.as_tensor(x)  # a number: a CPU scalar, which any device takes
+
+
+def _reduce(reduce, x, axis, keepdims):
+    x = _tensor(x)
+    return reduce(x) if axis is None else reduce(x, dim=axis, keepdim=keepdims)
 
 
 def _binary(both, one, x, y):
