@@ -93,9 +93,9 @@ def mean(x, axis=None, count=None):
 def root_mean_square(x, dtype, members=0):
     """RMS(x) of a variable, in `dtype`, or of each of a stack of them along
     axis 0 (members=1): from the sum of the squares as they are, in one pass
-    with no temporary (TensorFlow's l2_loss, torch's vector_norm, XLA's
-    fusion), exact down to entries of 2^-63; where that sum overflows, from
-    the squares of x / sqrt(size), block by block."""
+    with no temporary (the backend's norm, or block by block), exact down
+    to entries of 2^-63; where that sum overflows, from the squares of
+    x / sqrt(size), block by block."""
     wide = backend.SQUARES_DTYPE
     if members:
         size = math.prod(x.shape[1:])
@@ -110,11 +110,15 @@ def root_mean_square(x, dtype, members=0):
         )
     size = math.prod(x.shape)
     norm = backend.norm(x, wide or dtype)
+    if norm is None:
+        norm = _norm_by_blocks(x, wide or dtype)
     rms = ops.cast(norm * (1.0 / math.sqrt(size)), dtype)
     if wide is not None:
         return rms
     return backend.cond(
-        ops.isfinite(norm), lambda: rms, lambda: _rms_by_blocks(x, dtype)
+        ops.isfinite(norm),
+        lambda: rms,
+        lambda: _norm_by_blocks(x, dtype, 1.0 / math.sqrt(size)),
     )
 
 
@@ -124,10 +128,12 @@ def _member_sums(x):
     return ops.sum(x, axis=axes) if axes else x
 
 
-def _rms_by_blocks(x, dtype):
-    """RMS(x) from the squares of x / sqrt(size), by blocks of rows."""
-    scale = 1.0 / math.sqrt(math.prod(x.shape))
+def _norm_by_blocks(x, dtype, scale=1.0):
+    """sqrt(sum((scale * x)^2)) of a variable, by blocks of rows (of x as a
+    matrix, its last axis kept)."""
     x = backend.readable(x)
+    if len(x.shape) > 2:
+        x = ops.reshape(x, (-1, x.shape[-1]))
     if len(x.shape) < 2:
         return ops.sqrt(ops.sum(backend.squares(x, dtype, scale)))
 

@@ -57,8 +57,14 @@ def product(g, row, col):
     broadcast factors meet first, which builds their outer product, a second
     tensor the size of g. The second product is TensorFlow's MulNoNan there,
     which it leaves alone (and which gives 0, not NaN, where col is 0).
+
+    And g * row waits for col: the graph executor would otherwise run it as
+    soon as row is known, while the step still reads g for the update's
+    RMS, and could not then write the product into g's memory (bench/,
+    section d).
     """
-    scaled = g * tf.expand_dims(row, -1)
+    with tf.control_dependencies([col]):
+        scaled = g * tf.expand_dims(row, -1)
     return tf.math.multiply_no_nan(scaled, tf.expand_dims(col, -2))
 
 
@@ -67,14 +73,17 @@ def squared_product(g, row, col):
 
 
 def norm(x, dtype):
-    """sqrt(sum(x^2)) from one fused pass over the variable as it lies in
-    memory, with no temporary (l2_loss is sum(x^2) / 2), or inf.
+    """sqrt(sum(x^2)) outside XLA, from one fused pass over the variable as
+    it lies in memory, with no temporary (l2_loss is sum(x^2) / 2), or inf;
+    inside XLA, None (by blocks: see generic.norm).
 
     A plain dense read: after its sparse writes the step puts a variable
     back into copy-on-write mode (see subtract_rows), where such a read
     does not copy it; and no op here is one XLA cannot compile, so a step
     traced outside XLA runs inside it too.
     """
+    if tf.__internal__.get_enclosing_xla_context() is not None:
+        return None
     x = tf.cast(tf.convert_to_tensor(_variable(x)), dtype)
     return tf.sqrt(2.0 * tf.nn.l2_loss(x))
 

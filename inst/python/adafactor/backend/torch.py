@@ -205,8 +205,21 @@ def squared_product(g, row, col):
 
 def norm(x, dtype):
     """sqrt(sum(x^2)) of a variable, in `dtype`, with no temporary the size
-    of x."""
-    return torch.linalg.vector_norm(_tensor(x), dtype=_dtype(dtype))
+    of x: eagerly, each block converted into the scratch buffer and summed
+    by a dot product. vector_norm with a dtype converts the whole variable
+    first, into new memory (bench/, sections b and d); in float32 it sums
+    with float32's rounding."""
+    x, dtype = _tensor(x), _dtype(dtype)
+    if not _eager():
+        return torch.linalg.vector_norm(x, dtype=dtype)
+    flat = x.reshape(-1)
+    total = torch.zeros((), dtype=dtype, device=x.device)
+    for start in range(0, flat.shape[0], _limits.BLOCK):
+        part = flat[start : start + _limits.BLOCK]
+        block = scratch(part.shape, dtype, x.device)
+        block.copy_(part)
+        total += torch.dot(block, block)
+    return total.sqrt()
 
 
 def over_blocks(reduce, x, r, size, rows, columns, dtype, block=None):
