@@ -1,5 +1,3 @@
-default_envname <- "r-adafactor"
-
 #' Install the Python side of adafactor
 #'
 #' Creates, or updates, a Python virtual environment with keras (>=
@@ -8,7 +6,8 @@ default_envname <- "r-adafactor"
 #' looks for the environment `"r-adafactor"` when it is loaded, unless
 #' `RETICULATE_PYTHON` says otherwise, so restart R after installing.
 #'
-#' @param envname Name of, or path to, the virtual environment.
+#' @param envname Name of, or path to, the virtual environment. The default,
+#'   `"r-adafactor"`, is the one the package looks for.
 #' @param backend One or more of `"tensorflow"` (the default), `"jax"` and
 #'   `"torch"`. Keras uses the backend named by the environment variable
 #'   `KERAS_BACKEND`, tensorflow when it is unset: with another backend, set
@@ -27,7 +26,7 @@ default_envname <- "r-adafactor"
 #' install_adafactor(backend = c("tensorflow", "jax"))
 #' }
 #' @export
-install_adafactor <- function(envname = default_envname,
+install_adafactor <- function(envname = "r-adafactor",
                               backend = "tensorflow",
                               extra_packages = NULL,
                               python_version = NULL,

@@ -4,8 +4,10 @@
 # The Python module, set by .onLoad() to python_module().
 adafactor_py <- NULL
 
-# Prefer the environment install_adafactor() makes, unless the user chose.
+# Prefer the environment install_adafactor() makes by default, unless the
+# user chose.
 prefer_installed_python <- function() {
+  default_envname <- formals(install_adafactor)$envname
   user_chose <- Sys.getenv("RETICULATE_PYTHON") != "" ||
     reticulate::py_available(initialize = FALSE)
   if (!user_chose && reticulate::virtualenv_exists(default_envname)) {

@@ -76,3 +76,20 @@ test_that("the message says what was installed", {
     transform = function(lines) sub("numpy<2, ", "", lines, fixed = TRUE)
   )
 })
+
+test_that("the defaults that the help pages show are values, not internal names", {
+  # ?install_adafactor once showed `envname = default_envname`, a name users
+  # cannot see. Every default of an exported function evaluates in base R.
+  ns <- asNamespace("adafactor")
+  for (name in getNamespaceExports(ns)) {
+    defaults <- formals(get(name, ns))
+    given <- vapply(defaults, function(x) !identical(x, quote(expr = )), TRUE)
+    for (arg in names(defaults)[given]) {
+      value <- tryCatch(eval(defaults[[arg]], baseenv()), error = function(e) e)
+      expect_false(inherits(value, "error"),
+        label = paste0(name, "(", arg, " = ", deparse(defaults[[arg]]), ")")
+      )
+    }
+  }
+  expect_identical(formals(install_adafactor)$envname, "r-adafactor")
+})
