@@ -119,8 +119,8 @@ def _peak(peak):
         " in place. The peak of a second step: RSS before it (weights, state,"
         " the runtime, what the first step left) plus what the step adds.",
         "",
-        "| backend | optimizer | peak RSS MB | x SGD | before MB | step adds MB"
-        " | weights MB |",
+        "| backend | optimizer | peak RSS MiB | x SGD | before MiB | step adds MiB"
+        " | weights MiB |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for label, cells in peak.items():
@@ -141,8 +141,8 @@ def _peak_sizes(peak_sizes):
         f"{RUNS[0][0]}: ours and SGD with Dense layers of several sizes, to"
         " tell what grows with the model from what does not.",
         "",
-        "| weights MB | ours peak MB | SGD peak MB | ours - SGD MB | x SGD |"
-        " ours' step adds MB | SGD's step adds MB |",
+        "| weights MiB | ours peak MiB | SGD peak MiB | ours - SGD MiB | x SGD |"
+        " ours' step adds MiB | SGD's step adds MiB |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for cells in peak_sizes.values():
@@ -209,11 +209,12 @@ def _bytes(results):
         "## g. Bytes each contender must move per step, and what they cost at"
         " this machine's memory bandwidth",
         "",
-        f"Memory bandwidth, NumPy on {bw['mb']} MB of float32 with "
+        f"Memory bandwidth, NumPy on {bw['mb']} MiB of float32 with "
         f"{' and '.join(bw['threads'])} threads, median of {bw['repeats']}: "
         f"read, np.add.reduce {listed('sum')} GB/s and np.dot(a, a) "
         f"{listed('dot')} GB/s; copy (np.copyto, the bytes read and written) "
-        f"{listed('copy')} GB/s. The times below are at the fastest read and"
+        f"{listed('copy')} GB/s (here MB and GB are 10^6 and 10^9 bytes). The"
+        " times below are at the fastest read and"
         " the fastest copy. The bytes are a lower bound of what the"
         " optimizer's step reads and writes (bench.models.step_bytes: an"
         " array's bytes for each pass over it that the algorithm's"

@@ -18,12 +18,13 @@
 
 format_count <- function(x) format(x, big.mark = ",", scientific = FALSE, trim = TRUE)
 
+# Sizes in MiB (2^20 bytes), as the demo measures them; GiB from 1000 MiB.
 format_mb <- function(mb) {
   vapply(mb, function(x) {
     gb <- x >= 1000
     value <- if (gb) signif(x / 1024, 3) else round(x, if (x < 100) 1 else 0)
     value <- format(value, scientific = FALSE)
-    paste(value, if (gb) "GB" else "MB")
+    paste(value, if (gb) "GiB" else "MiB")
   }, character(1))
 }
 
