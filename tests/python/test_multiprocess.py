@@ -296,9 +296,9 @@ RECIPE = Path(__file__).parents[2] / "inst" / "examples" / "data_parallel.R"
 
 @pytest.mark.r
 def test_the_r_recipe_trains_across_two_processes_as_in_one(tmp_path, monkeypatch):
-    """The README's R recipe (inst/examples/data_parallel.R): DataParallel
-    across 2 processes x 2 devices, from R through reticulate, trains as 1
-    process x 4 devices."""
+    """The R recipe of the article "Training on many machines"
+    (inst/examples/data_parallel.R): DataParallel across 2 processes x 2
+    devices, from R through reticulate, trains as 1 process x 4 devices."""
     library = os.environ.get("ADAFACTOR_R_LIBRARY", str(RECIPE.parents[2] / ".rlib"))
     monkeypatch.setenv("R_LIBS", library)
     monkeypatch.setenv(

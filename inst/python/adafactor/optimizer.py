@@ -143,7 +143,8 @@ class Adafactor(
         record_statistics: Bool: each step records what it did (see
             `statistics()` and `adafactor.StatisticsLogger`).
 
-    README.md and `help(optimizer_adafactor)` in R give each in full.
+    The article "Options beyond keras3's" (vignettes/options.Rmd) and
+    `help(optimizer_adafactor)` in R give each in full.
     """
 
     def __init__(
