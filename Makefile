@@ -150,13 +150,27 @@ test-current: $(STAMPS)/venv-current
 	KERAS_BACKEND=jax $(PY_CURRENT) $(PYTEST) -m '$(CURRENT) and not tensorflow_workers'
 	KERAS_BACKEND=torch $(PY_CURRENT) $(PYTEST) -m '$(CURRENT) and not distributed'
 
-# R CMD check --as-cran, less what needs a network (CRAN's package lists, a
-# clock to check timestamps against). R CMD build runs the articles once, as
-# a tarball for CRAN holds them built, with their index (build/vignette.rds);
-# the check does not run them again, nor the tests: the testthat suite runs
-# once, under covr (make coverage), which fails when a test fails. Any NOTE
-# fails but the one this machine causes: keras3, a suggested package, cannot
-# be installed here.
+# R CMD check as --as-cran makes it, less what needs a network: --as-cran
+# itself would look up CRAN's package lists and a clock on the web, so its
+# settings are given one by one, those that look things up left out, and
+# CRAN's incoming checks (the Title, the maintainer) run offline. R CMD
+# build runs the articles once, as a tarball for CRAN holds them built,
+# with their index (build/vignette.rds); the check does not run them again,
+# nor the tests: the testthat suite runs once, under covr (make coverage),
+# which fails when a test fails. Any NOTE fails but the one this machine
+# causes: keras3, a suggested package, cannot be installed here.
+AS_CRAN_OFFLINE := _R_CHECK_CRAN_INCOMING_=true _R_CHECK_CRAN_INCOMING_REMOTE_=false \
+	_R_CHECK_TIMINGS_=10 _R_CHECK_INSTALL_DEPENDS_=true _R_CHECK_DOT_FIRSTLIB_=true \
+	_R_CHECK_PACKAGES_USED_CRAN_INCOMING_NOTES_=true _R_CHECK_LIMIT_CORES_=true \
+	_R_CHECK_SCREEN_DEVICE_=stop _R_CHECK_CODE_USAGE_VIA_NAMESPACES_=true \
+	_R_CHECK_CODE_USAGE_WITH_ONLY_BASE_ATTACHED_=true \
+	_R_CHECK_S3_METHODS_NOT_REGISTERED_=true \
+	_R_CHECK_PACKAGES_USED_IGNORE_UNUSED_IMPORTS_=false \
+	_R_CHECK_CONNECTIONS_LEFT_OPEN_=true _R_CHECK_R_DEPENDS_=warn \
+	_R_CHECK_RD_CONTENTS_KEYWORDS_=true _R_CHECK_LENGTH_1_LOGIC2_=abort,verbose \
+	_R_CHECK_CODOC_VARIABLES_IN_USAGES_=true _R_CHECK_DATALIST_=true \
+	_R_CHECK_BASHISMS_=true _R_CHECK_EXCESSIVE_IMPORTS_=20 \
+	_R_CHECK_DEPENDS_ONLY_DATA_=true _R_OPTIONS_STRINGS_AS_FACTORS_=false
 ALLOWED_NOTE := ^Package suggested but not available for checking: .*keras3
 check: setup
 	rm -rf $(BUILD) && mkdir -p $(BUILD)/src
@@ -164,10 +178,8 @@ check: setup
 	  --exclude=./.git --exclude=./$(BUILD) --exclude=./build --exclude=./docs \
 	  . | tar -x -C $(BUILD)/src
 	cd $(BUILD) && R_LIBS=$(RLIB) R CMD build src
-	cd $(BUILD) && _R_CHECK_CRAN_INCOMING_REMOTE_=false \
-	  _R_CHECK_FUTURE_FILE_TIMESTAMPS_=false R_LIBS=$(RLIB) \
-	  R CMD check --as-cran --no-manual --no-tests --no-build-vignettes \
-	  adafactor_*.tar.gz
+	cd $(BUILD) && $(AS_CRAN_OFFLINE) R_LIBS=$(RLIB) \
+	  R CMD check --no-manual --no-tests --no-build-vignettes adafactor_*.tar.gz
 	@! grep -E '^Status: .*(WARNING|ERROR)' $(BUILD)/adafactor.Rcheck/00check.log
 	@notes=$$(awk '/\.\.\. NOTE$$/ {n = 1; next} /^\* / {n = 0} n' \
 	  $(BUILD)/adafactor.Rcheck/00check.log | grep -vE '$(ALLOWED_NOTE)' || true); \
