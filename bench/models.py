@@ -175,6 +175,11 @@ PEERS = {
     "jax": Peer("optax.adafactor", optax_state, optax_step),
     "torch": Peer("torch.optim.Adafactor", torch_state, torch_step),
 }
+# Section i's columns of peers: each one's step, and torch's with foreach.
+FOREACH = ", foreach=True"
+PEER_COLUMNS = tuple(
+    sorted([p.name for p in PEERS.values()] + [PEERS["torch"].name + FOREACH])
+)
 
 # ------------------------------------------------------------------- runs
 

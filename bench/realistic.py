@@ -8,7 +8,7 @@ contenders interleaved step by step, in a process per backend and mode."""
 
 import math
 
-from bench.models import FLOOR, OURS, make, reference_transformer
+from bench.models import FLOOR, OURS, PEER_COLUMNS, make, reference_transformer
 
 # (label, backend, how the step alone is compiled (tools.harness), fit()'s
 # jit_compile): Keras's own way on each backend.
@@ -125,7 +125,8 @@ def report(by_mode):
         if not rows:
             continue
         first = next(iter(rows.values()))
-        peers = sorted({p for r in rows.values() for p in r["step"]} - set(CONTENDERS))
+        # Every peer's column, in every run: "-" where it did not run.
+        peers = PEER_COLUMNS
         lines += [
             "",
             f"### {name}: {first['variables']} variables, "

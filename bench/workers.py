@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.models import (
     BF16_LENGTH,
     BF16_VOCAB,
+    FOREACH,
     OURS,
     PEERS,
     SORT_LENGTH,
@@ -145,7 +146,7 @@ def peer_steps(shapes):
         return {}
     steps = {peer.name: peer.step(shapes)}
     if backend == "torch":
-        steps[f"{peer.name}, foreach=True"] = torch_step(shapes, foreach=True)
+        steps[peer.name + FOREACH] = torch_step(shapes, foreach=True)
     return steps
 
 

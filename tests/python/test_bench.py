@@ -4,6 +4,7 @@ report and the plot are written.
 Nothing about timing is asserted here; `make bench` measures."""
 
 import os
+import re
 
 import pytest
 
@@ -188,3 +189,25 @@ def test_the_device_check_runs_without_tensorflow(tmp_path, monkeypatch):
     assert written.count("| b. update step, ms |") == 2
     assert written.count("## i. ") == 2
     assert (out / "results-device.json").stat().st_size > 0
+
+
+# A figure of the benchmark in the README: a ratio, such as "0.019x".
+RATIO = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?)x\b")
+
+
+def figures_not_in(text, results):
+    """The ratios quoted in `text`, outside its code blocks, that the report
+    `results` does not contain as a number."""
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    measured = set(re.findall(r"\d[\d,]*(?:\.\d+)?", results))
+    return [figure for figure in RATIO.findall(prose) if figure not in measured]
+
+
+def test_the_readme_quotes_only_figures_of_the_last_run():
+    readme = (run.HERE.parent / "README.md").read_text()
+    results = (run.HERE / "results.md").read_text()
+    assert "bench/results.md" in readme
+    assert len(RATIO.findall(readme)) >= 3  # memory and speed, from the run
+    assert figures_not_in(readme, results) == []
+    # A figure that the run did not measure is found.
+    assert figures_not_in("ours took 0.123456x Adam's time", results) == ["0.123456"]
