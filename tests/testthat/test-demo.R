@@ -98,7 +98,8 @@ test_that("a NaN loss is told apart, and no failure means no explanation", {
 test_that("the memory sentences follow the numbers", {
   env <- demo_env()
   expect_identical(
-    env$format_mb(c(1.9, 852.2, 1024, 1700.6)), c("1.9 MiB", "852 MiB", "1 GiB", "1.66 GiB")
+    env$format_mb(c(1.9, 852.2, 1024, 1700.6)),
+    c("1.9 MiB", "852 MiB", "1 GiB", "1.66 GiB")
   )
   said <- env$memory_sentences(
     c("a", "b", "c"), c(2, 850, 1700), 850, base = "a", momentum = "b"
@@ -107,7 +108,9 @@ test_that("the memory sentences follow the numbers", {
   expect_true(
     "\"c\" keeps 1.66 GiB, 2.00x the weights, 850 times as much as \"a\"." %in% said
   )
-  expect_match(said[[length(said)]], "b. keeps 848 MiB more than .a., 1.00x the weights")
+  expect_match(
+    said[[length(said)]], "b. keeps 848 MiB more than .a., 1.00x the weights"
+  )
   said <- env$memory_sentences(c("a", "b"), c(900, 3), 850)
   expect_true("\"b\" keeps 3 MiB, 0.35% of the weights, the smallest state." %in% said)
 })
