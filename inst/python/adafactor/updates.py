@@ -53,10 +53,10 @@ class Product(NamedTuple):
             return sum_per_member(backend.squared_product(self.g, self.row, col), 1)
 
         def reduce(g, row):
-            return (ops.sum(backend.squared_product(g, row, col), axis=-1),)
+            return (ops.sum(backend.squared_product(g, row, col), axis=-2),)
 
         row = ops.convert_to_tensor(self.row)
-        (sums,) = by_blocks(reduce, self.g, self.g.dtype, row)
+        (sums,) = by_blocks(reduce, self.g, self.g.dtype, row, rows=0, columns=1)
         return ops.sum(sums)
 
     def subtract_from(self, variable, scale):
