@@ -1,11 +1,11 @@
 """The report of a run: results.md (a table per section), results.json (the
-measurements as they were made) and bench.png."""
+measurements as they were made), bench.png and table2.png (section h,
+bench.findings)."""
 
 import json
 import math
-import statistics
 
-from bench import realistic
+from bench import findings, realistic
 from bench.models import (
     BF16_VOCAB,
     COPIES_THE_TABLE,
@@ -13,9 +13,6 @@ from bench.models import (
     KEPT_RMS,
     OURS,
     RUNS,
-    SORT_LENGTH,
-    SORT_VOCAB,
-    TABLE2,
     target,
 )
 
@@ -24,6 +21,7 @@ def write(results, out):
     """results.md, results.json and bench.png in the directory `out`."""
     write_report(results, out)
     plot(results, out)
+    findings.plot(results["table2"], out)
 
 
 def write_report(results, out):
@@ -42,7 +40,7 @@ def write_report(results, out):
         + _bfloat16(results["bfloat16"])
         + _embedding(results["embedding_size"], results["embedding"])
         + _bytes(results)
-        + _table2(results["table2"])
+        + findings.report(results["table2"])
         + realistic.report(results.get("realistic", {}))
     )
     (out / "results.md").write_text("\n".join(lines) + "\n")
@@ -316,169 +314,6 @@ def _verdict(section, label, backend, moved, times, fastest):
 _FASTER_THAN_NUMPY = (
     " Ours measures under that: this step moves bytes faster than NumPy did."
 )
-
-
-def _table2(t2):
-    """Section h: the paper's Table 2 beside the miniature, and a sentence on
-    each of the paper's findings, from this run's numbers."""
-    rows = t2["rows"]
-    lines = [
-        "",
-        "## h. The paper's Table 2, in miniature",
-        "",
-        f"Shazeer & Stern (2018), Table 2, on a small Transformer sorting "
-        f"{SORT_LENGTH} tokens of a vocabulary of {SORT_VOCAB - 1} (chance: a loss "
-        f"of ln {SORT_VOCAB} = {math.log(SORT_VOCAB):.2f}): {t2['steps']} steps "
-        f"of {t2['batch']}, {t2['seeds']} seed(s) per row, on JAX. The paper's "
-        "s_t (min(1e-6 t, 1/sqrt(t)) with warmup, min(1e-2, 1/sqrt(t)) without) "
-        "is compressed from its 100,000 steps to these. Loss: the final "
-        "cross-entropy, mean (and spread) over the seeds, on 1,024 training "
-        "examples and on 1,024 new ones; a run diverged when a weight is not "
-        "finite or its training loss ended above where it started. Rows D and E "
-        "(row or column means only), F, I and M (other decays and d = 2) are "
-        "left out.",
-        "",
-        "| row | factored | β1 | β2 | d | step | paper BLEU, warmup / none "
-        "| warmup: train | valid | diverged | no warmup: train | valid | diverged |",
-        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for letter, by_warmup in rows.items():
-        row = TABLE2[letter]
-        cells = [
-            f"({letter})",
-            "yes" if row.factored else "",
-            "" if row.beta_1 is None else f"{row.beta_1}",
-            _decay(row.beta_2),
-            "" if row.clip is None else f"{row.clip}",
-            "SGD, lr = 100 s_t" if letter == "Q" else row.step,
-            " / ".join("diverged" if b is None else f"{b}" for b in row.bleu),
-        ]
-        for when in ("warmup", "none"):
-            runs = by_warmup[when]
-            cells += [
-                _spread([r["train"] for r in runs]),
-                _spread([r["valid"] for r in runs]),
-                f"{sum(r['diverged'] for r in runs)}/{len(runs)}",
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""] + _findings(rows)
-
-
-def _decay(beta_2):
-    if beta_2 is None:
-        return ""
-    return f"{beta_2}" if beta_2 > 0 else f"1 - t^{beta_2}"
-
-
-def _mean_and_spread(values):
-    """Mean and standard deviation of the finite values (inf, 0 if none)."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return math.inf, 0.0
-    spread = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return statistics.fmean(finite), spread
-
-
-def _spread(values):
-    mean, spread = _mean_and_spread(values)
-    if not math.isfinite(mean):
-        return "not finite"
-    return f"{mean:.3f}" if len(values) < 2 else f"{mean:.3f} ± {spread:.3f}"
-
-
-# The paper's findings from Table 2 (its Sections 3.2 to 9.1): each as a
-# claim and how this run tests it, with the rows it needs. "same": the
-# validation losses' means differ by less than twice the larger spread and
-# 1% of the larger; "worse": higher by more than that, or more runs diverged;
-# "no worse": not worse.
-FINDINGS = [
-    (
-        "Factoring the second moment changes little",
-        [("same", "A", "C", "warmup"), ("same", "A", "C", "none")]
-        + [("same", "H", "J", "warmup"), ("same", "H", "J", "none")],
-    ),
-    (
-        "Without warmup, β1 = 0 with β2 = 0.999 and no clipping (A) is "
-        "unstable, and momentum (B), update clipping (H) or the decay "
-        "1 - t^-0.5 (K) relieve it",
-        [("worse", "A", b, "none") for b in "BHK"],
-    ),
-    (
-        "The fast decay β2 = 0.9 (G) converges worse, with warmup",
-        [("worse", "G", "A", "warmup")],
-    ),
-    (
-        "The decay 1 - t^-0.8 alone (L) is unstable without warmup; with "
-        "clipping (N) it is as stable as β2 = 0.999 with clipping (H)",
-        [("worse", "L", "N", "none"), ("same", "N", "H", "none")],
-    ),
-    (
-        "With relative step sizes (O, P), warmup is not needed",
-        [("no worse", "O", "O", "none/warmup"), ("no worse", "P", "P", "none/warmup")],
-    ),
-    (
-        "SGD (Q) trains worse than the adaptive methods",
-        [("worse", "Q", "A", "warmup"), ("worse", "Q", "O", "none")],
-    ),
-    (
-        "Momentum (β1 = 0.9) makes little difference with warmup",
-        [("same", "B", "A", "warmup"), ("same", "P", "O", "warmup")],
-    ),
-]
-
-
-WHEN = {"none": "without warmup", "warmup": "with warmup", "none/warmup": ""}
-
-
-def _findings(rows):
-    """A sentence per finding whose rows ran: reproduced or not, with the
-    numbers; then the best rows of this run."""
-
-    def loss(letter, when):
-        runs = rows[letter][when]
-        mean, spread = _mean_and_spread([r["valid"] for r in runs])
-        return mean, spread, sum(r["diverged"] for r in runs)
-
-    def compare(kind, a, b, when):
-        first, second = when.split("/") if "/" in when else (when, when)
-        (ma, sa, da), (mb, sb, db) = loss(a, first), loss(b, second)
-        margin = max(2 * max(sa, sb), 0.01 * max(ma, mb))
-        worse = da > db or (da == db and ma - mb > margin)
-        if kind == "same":
-            holds = abs(ma - mb) <= margin and da == db
-        else:
-            holds = worse if kind == "worse" else not worse
-        if a == b:
-            label = f"({a}) {ma:.3f} {WHEN[first]}, {mb:.3f} {WHEN[second]}"
-        else:
-            label = f"({a}) {ma:.3f} vs ({b}) {mb:.3f} {WHEN[when]}"
-        if da or db:
-            label += f" (diverged {da} and {db})"
-        return holds, label
-
-    lines = ["Findings of the paper, and whether this run reproduces them:", ""]
-    for claim, checks in FINDINGS:
-        needed = {c[1] for c in checks} | {c[2] for c in checks}
-        if not needed <= set(rows):
-            continue
-        results = [compare(*check) for check in checks]
-        verdict = "reproduced" if all(h for h, _ in results) else "not reproduced"
-        details = "; ".join(label for _, label in results)
-        lines.append(f"- {claim}: **{verdict}**. Validation loss: {details}.")
-    for when in ("none", "warmup"):
-        words = WHEN[when]
-        stable = [
-            letter for letter in rows if letter != "Q" and loss(letter, when)[2] == 0
-        ]
-        factored = [letter for letter in stable if TABLE2[letter].factored]
-        for kind, among in (("", stable), (" factored", factored)):
-            if among:
-                best = min(among, key=lambda letter: loss(letter, when)[0])
-                lines.append(
-                    f"- Best{kind} row {words}, among those with no run "
-                    f"diverged: ({best}), validation loss {loss(best, when)[0]:.3f}."
-                )
-    return lines
 
 
 def _epochs(runs):

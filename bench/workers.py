@@ -18,14 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from bench import table2
 from bench.models import (
     BF16_LENGTH,
     BF16_VOCAB,
     FOREACH,
     OURS,
     PEERS,
-    SORT_LENGTH,
-    SORT_VOCAB,
     STATEFUL,
     WITH_FLOOR,
     dense,
@@ -36,8 +35,6 @@ from bench.models import (
     reference_transformer,
     reversing_transformer,
     sizes,
-    sorting_transformer,
-    table2_optimizer,
     torch_step,
 )
 
@@ -334,70 +331,6 @@ def bfloat16(cfg):
     return out
 
 
-def table2(cfg):
-    """Each row of the paper's Table 2 (bench.models.TABLE2) trained with its
-    warmup and without, for each seed: the final loss on 1,024 training
-    examples and on as many new ones, and whether it diverged (a weight not
-    finite, or a training loss above the one it started from).
-
-    The paper's schedules, s_t = min(1e-6 t, 1/sqrt(t)) with warmup and
-    min(1e-2, 1/sqrt(t)) without, are compressed from its 100,000 steps to
-    the run's: step t here is step 100,000 t / steps there. So warmup takes
-    the first tenth of the steps, and s_t then decays as there.
-    """
-    import keras
-    import numpy as np
-
-    t2 = cfg["table2"]
-    steps, batch = t2["steps"], t2["batch"]
-    scale = 100_000 / steps
-
-    class Schedule(keras.optimizers.schedules.LearningRateSchedule):
-        def __init__(self, k, warmup):
-            self.k, self.warmup = k, warmup
-
-        def __call__(self, step):
-            t = (keras.ops.cast(step, "float32") + 1.0) * scale
-            peak = 1e-6 * t if self.warmup else 1e-2
-            return self.k * keras.ops.minimum(peak, keras.ops.rsqrt(t))
-
-    def sorting(n, seed):
-        x = np.random.default_rng(seed).integers(1, SORT_VOCAB, (n, SORT_LENGTH))
-        return x.astype("int32"), np.sort(x, axis=1).astype("int32")
-
-    x, y = sorting(steps * batch, 1)
-    xv, yv = sorting(t2["valid"], 2)
-    n = min(len(x), t2["valid"])
-    out = {}
-    for letter in t2["rows"]:
-        out[letter] = {}
-        for warmup in (True, False):
-            runs = []
-            for seed in range(t2["seeds"]):
-                keras.utils.set_random_seed(seed)
-                model = sorting_transformer(cfg)
-                optimizer = table2_optimizer(letter, lambda k, w=warmup: Schedule(k, w))
-                model.compile(
-                    optimizer=optimizer,
-                    loss="sparse_categorical_crossentropy",
-                    run_eagerly=cfg["quick"],  # tracing would take most of it
-                )
-                start = model.evaluate(x[-n:], y[-n:], batch_size=256, verbose=0)
-                model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-                train = model.evaluate(x[-n:], y[-n:], batch_size=256, verbose=0)
-                valid = model.evaluate(xv, yv, batch_size=256, verbose=0)
-                finite = all(np.isfinite(w).all() for w in model.get_weights())
-                runs.append(
-                    {
-                        "train": float(train),
-                        "valid": float(valid),
-                        "diverged": not (finite and train <= start),
-                    }
-                )
-            out[letter]["warmup" if warmup else "none"] = runs
-    return {"steps": steps, "seeds": t2["seeds"], "batch": batch, "rows": out}
-
-
 def _on_parts(pool, parts, fn):
     """A timer of fn over every part, the parts on the pool's threads."""
     return _timer(lambda: list(pool.map(fn, parts)), warmup=1)
@@ -443,7 +376,7 @@ KINDS = {
     "embedding": embedding_step,
     "bfloat16": bfloat16,
     "bandwidth": bandwidth,
-    "table2": table2,
+    "table2": table2.train,
     "realistic": realistic,
     "device_peak": device_peak,
     "device": lambda cfg: _device_check(cfg),

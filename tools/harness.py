@@ -95,13 +95,16 @@ class CompiledStep:
         return self.variables
 
 
-def transformer(vocab=16, length=12, d_model=64, heads=4, ff=128, blocks=2):
+def transformer(
+    vocab=16, length=12, d_model=64, heads=4, ff=128, blocks=2, causal=False
+):
     """The reference Transformer encoder of the tests and the benchmark.
 
     Token embeddings plus sinusoidal positions (Vaswani et al., 2017), then
     `blocks` of self-attention and a feed-forward layer, each with a residual
     connection and layer normalisation; a softmax over the vocabulary at each
-    position, in float32 under any dtype policy.
+    position, in float32 under any dtype policy. `causal`: each position
+    attends to those before it alone, as a language model's must.
     """
     tokens = keras.Input((length,), dtype="int32")
     angle = np.arange(length)[:, None] / 10000 ** (
@@ -112,7 +115,9 @@ def transformer(vocab=16, length=12, d_model=64, heads=4, ff=128, blocks=2):
     x = x + keras.ops.cast(positions, x.dtype)
     for _ in range(blocks):
         attention = keras.layers.MultiHeadAttention(heads, d_model // heads)
-        x = keras.layers.LayerNormalization()(x + attention(x, x))
+        x = keras.layers.LayerNormalization()(
+            x + attention(x, x, use_causal_mask=causal)
+        )
         h = keras.layers.Dense(ff, activation="relu")(x)
         x = keras.layers.LayerNormalization()(x + keras.layers.Dense(d_model)(h))
     out = keras.layers.Dense(vocab, activation="softmax", dtype="float32")(x)

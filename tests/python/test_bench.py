@@ -6,10 +6,11 @@ Nothing about timing is asserted here; `make bench` measures."""
 import os
 import re
 
+import numpy as np
 import pytest
 
 import oracle
-from bench import models, realistic, report, run, workers
+from bench import models, realistic, report, run, stability, table2, workers
 from helpers import BACKEND
 
 pytestmark = pytest.mark.bench
@@ -97,7 +98,11 @@ def table_headers(markdown):
 @tensorflow_only
 def test_report_and_plot_are_written(tmp_path):
     def in_process(spec):
-        assert spec["quick"] and spec["backend"] == BACKEND
+        assert spec["quick"]
+        if spec["kind"] == "table2":  # section h compiles its loop with jax
+            assert spec["backend"] == "jax"
+            return run.in_subprocess(spec)
+        assert spec["backend"] == BACKEND
         return workers.work(spec)
 
     results = run.collect(CFG, in_process, backends=(BACKEND,))
@@ -136,10 +141,20 @@ def test_report_and_plot_are_written(tmp_path):
     steps = len(results["bytes"]["f"]) + len(results["bytes"]["b"])
     assert written.count("x SGD, target ") == steps
     assert (tmp_path / "bench.png").stat().st_size > 0
-    # h: a row per row trained, and a sentence per finding whose rows ran.
-    h = written[written.index("## h. ") :]
-    assert sum(line.startswith("| (") for line in h.splitlines()) == 3
-    assert h.count("reproduced**") == 1
+    # h: Adam's search over the grid, then a table per step size of the
+    # sweep without warmup, and one with warmup at the middle one, with a
+    # row per row trained; a sentence per finding whose rows ran and per
+    # pair of rows that differ in clipping or the decay; the plot.
+    h = written[written.index("## h. ") : written.index("## i. ")]
+    t2 = CFG["table2"]
+    assert sum(line.startswith("| (") for line in h.splitlines()) == 3 * 4
+    assert h.count("| Adam (keras) |") == 4
+    assert h.count("Step size k = ") == 4 and h.count("with warmup:") == 1
+    assert h.count("reproduced**") == 1  # SGD's: A, O and Q ran
+    assert h.count("(A) → (") == 0  # H, K and L did not run
+    assert h.count(" among the paper's rows with no unstable run") == 4
+    assert len(results["table2"]["search"]) == len(t2["grid"])
+    assert (tmp_path / "table2.png").stat().st_size > 0
     # i: a table per model, a row per mode run, and a sentence each for the
     # step alone and the training step.
     i = written[written.index("## i. ") :]
@@ -147,6 +162,61 @@ def test_report_and_plot_are_written(tmp_path):
     assert sum(line.startswith("| tensorflow") for line in i.splitlines()) == 6
     assert "The step alone: ours took no longer than keras Adam in " in i
     assert "The training step: ours took no longer than keras Adam in " in i
+
+
+ENTROPY = 3.0  # the unigram entropy the synthetic curves learn past
+
+
+def curve(steps=1000, start=5.0, floor=1.5):
+    """A loss falling smoothly from `start` towards `floor`."""
+    t = np.arange(steps)
+    return floor + (start - floor) * np.exp(-t / 150.0)
+
+
+def test_stability_measures_tell_spikes_divergence_and_smooth_curves_apart():
+    window, collapse = stability.WINDOW, stability.COLLAPSE
+    smooth = curve()
+    # The moving mean, against NumPy's convolution.
+    want = np.convolve(smooth, np.ones(window) / window, mode="valid")
+    np.testing.assert_allclose(stability.smoothed(smooth), want, rtol=1e-12)
+    calm = stability.outcome(smooth, ENTROPY)
+    assert calm["rise"] == 0.0 and not stability.unstable(calm)
+    assert calm["train"] == pytest.approx(want[-1])
+    # A spike held for 100 steps rises by its height, less the fall under it.
+    spiked = smooth.copy()
+    spiked[600:700] += 0.8
+    out = stability.outcome(spiked, ENTROPY)
+    assert 0.8 - 0.05 < out["rise"] <= 0.8 and out["collapsed"]
+    assert not out["diverged"] and not out["stalled"]
+    # A spike of one step is smoothed away: 5 nats over 50 steps.
+    blip = smooth.copy()
+    blip[600] += 5.0
+    out = stability.outcome(blip, ENTROPY)
+    assert out["rise"] == pytest.approx(5.0 / window, abs=0.01)
+    assert not stability.unstable(out) and out["rise"] < collapse
+    # Climbing back above the first loss diverges, and collapses on the way.
+    climbing = np.concatenate([smooth[:500], np.linspace(smooth[499], 6.0, 500)])
+    out = stability.outcome(climbing, ENTROPY)
+    assert out["diverged"] and out["collapsed"] and out["train"] > climbing[0]
+    # A non-finite loss or weight diverges; the rise after NaN is infinite.
+    broken = smooth.copy()
+    broken[700:] = np.nan
+    out = stability.outcome(broken, ENTROPY)
+    assert out["diverged"] and out["collapsed"] and out["rise"] == np.inf
+    assert stability.outcome(smooth, ENTROPY, finite=False)["diverged"]
+    # A loss that falls to the unigram entropy and stays stalls, and one that
+    # ends just STALL nats below it does not.
+    for floor, stalled in ((ENTROPY, True), (ENTROPY - stability.STALL - 0.01, False)):
+        out = stability.outcome(curve(floor=floor), ENTROPY)
+        assert out["stalled"] is stalled and not out["collapsed"]
+
+
+def test_the_sweep_surrounds_the_first_unstable_step_size():
+    grid = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+    assert table2.sweep(grid, 4.0) == [1.0, 4.0, 8.0]
+    assert table2.sweep(grid, 0.5) == [0.5, 2.0, 4.0]  # the grid's first
+    assert table2.sweep(grid, 16.0) == [2.0, 8.0, 16.0]  # and last
+    assert table2.sweep(grid, None) == [2.0, 8.0, 16.0]
 
 
 def test_section_i_says_where_ours_was_no_slower_than_adam():
