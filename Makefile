@@ -179,7 +179,7 @@ check: setup
 	  . | tar -x -C $(BUILD)/src
 	cd $(BUILD) && R_LIBS=$(RLIB) R CMD build src
 	cd $(BUILD) && $(AS_CRAN_OFFLINE) R_LIBS=$(RLIB) \
-	  R CMD check --no-manual --no-tests --no-build-vignettes adafactor_*.tar.gz
+	  R CMD check --no-manual --no-tests --no-vignettes adafactor_*.tar.gz
 	@! grep -E '^Status: .*(WARNING|ERROR)' $(BUILD)/adafactor.Rcheck/00check.log
 	@notes=$$(awk '/\.\.\. NOTE$$/ {n = 1; next} /^\* / {n = 0} n' \
 	  $(BUILD)/adafactor.Rcheck/00check.log | grep -vE '$(ALLOWED_NOTE)' || true); \
