@@ -8,8 +8,9 @@ running minimum, and *diverged* when a weight ended not finite or the final
 smoothed loss ended above the initial loss. These were fixed before any
 run. Trial runs then showed another failure, which they miss: at large
 step sizes the loss falls to the entropy of the bytes' frequencies within
-the first window and stays there. So a run also *stalled* when its final
-smoothed loss ended less than STALL nats below that entropy.
+the first window and stays there, or leaves it only late. So a run also
+*stalled* when its final smoothed loss ended less than STALL nats below
+that entropy: it learned little beyond the frequencies within the run.
 """
 
 import numpy as np

@@ -83,10 +83,13 @@ def windows(text, starts, length):
 
 
 def sweep(grid, unstable):
-    """Three step sizes of the grid: the first at which Adam without warmup
-    was unstable (bench.stability), the one two below it, and the one above
-    it; where the grid ends first, its first or last three (the last three
-    where Adam was never unstable)."""
+    """Three step sizes of the grid (of four or more): the first at which
+    Adam without warmup was unstable (bench.stability), the one two below
+    it, and the one above it. Where it is among the grid's first two, the
+    grid's third instead of it; where it is the last, or Adam was never
+    unstable, the one before the last instead."""
+    if len(grid) < 4:
+        raise ValueError(f"the grid needs four step sizes or more: {grid}")
     i = len(grid) - 2 if unstable is None else grid.index(unstable)
     i = min(max(i, 2), len(grid) - 2)
     return [grid[i - 2], grid[i], grid[i + 1]]

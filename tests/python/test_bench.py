@@ -204,6 +204,13 @@ def test_stability_measures_tell_spikes_divergence_and_smooth_curves_apart():
     out = stability.outcome(broken, ENTROPY)
     assert out["diverged"] and out["collapsed"] and out["rise"] == np.inf
     assert stability.outcome(smooth, ENTROPY, finite=False)["diverged"]
+    # One infinite loss leaves the curve not finite from its first window on,
+    # though the losses after it are finite again.
+    once = smooth.copy()
+    once[600] = np.inf
+    curve_of_once = stability.smoothed(once)
+    assert np.isfinite(curve_of_once[: 600 - window + 1]).all()
+    assert np.isinf(curve_of_once[600 - window + 1 :]).all()
     # A loss that falls to the unigram entropy and stays stalls, and one that
     # ends just STALL nats below it does not.
     for floor, stalled in ((ENTROPY, True), (ENTROPY - stability.STALL - 0.01, False)):
@@ -217,6 +224,8 @@ def test_the_sweep_surrounds_the_first_unstable_step_size():
     assert table2.sweep(grid, 0.5) == [0.5, 2.0, 4.0]  # the grid's first
     assert table2.sweep(grid, 16.0) == [2.0, 8.0, 16.0]  # and last
     assert table2.sweep(grid, None) == [2.0, 8.0, 16.0]
+    with pytest.raises(ValueError, match="four step sizes"):
+        table2.sweep(grid[:3], 1.0)
 
 
 def test_section_i_says_where_ours_was_no_slower_than_adam():
@@ -261,16 +270,19 @@ def test_the_device_check_runs_without_tensorflow(tmp_path, monkeypatch):
     assert (out / "results-device.json").stat().st_size > 0
 
 
-# A figure of the benchmark in the README: a ratio, such as "0.019x".
+# A figure of the benchmark in the README: a ratio, such as "0.019x", or a
+# loss of section h, such as "2.329".
 RATIO = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?)x\b")
+LOSS = re.compile(r"(?<![\w.])(\d\.\d{3})(?![\d.x])")
 
 
 def figures_not_in(text, results):
-    """The ratios quoted in `text`, outside its code blocks, that the report
-    `results` does not contain as a number."""
+    """The ratios and losses quoted in `text`, outside its code blocks, that
+    the report `results` does not contain as a number."""
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
     measured = set(re.findall(r"\d[\d,]*(?:\.\d+)?", results))
-    return [figure for figure in RATIO.findall(prose) if figure not in measured]
+    quoted = RATIO.findall(prose) + LOSS.findall(prose)
+    return [figure for figure in quoted if figure not in measured]
 
 
 def test_the_readme_quotes_only_figures_of_the_last_run():
@@ -278,6 +290,8 @@ def test_the_readme_quotes_only_figures_of_the_last_run():
     results = (run.HERE / "results.md").read_text()
     assert "bench/results.md" in readme
     assert len(RATIO.findall(readme)) >= 3  # memory and speed, from the run
+    assert len(LOSS.findall(readme)) >= 3  # the recommended settings' losses
     assert figures_not_in(readme, results) == []
     # A figure that the run did not measure is found.
     assert figures_not_in("ours took 0.123456x Adam's time", results) == ["0.123456"]
+    assert figures_not_in("row H reached 9.876", results) == ["9.876"]
