@@ -77,8 +77,9 @@ docs: | $(STAMPS)/apt
 demo: setup
 	$(R) demo/adafactor.R demo-output
 
-# Not a test: writes bench/results.md, bench/results.json and bench/bench.png
-# (python -m bench --quick --out DIR: small sizes, elsewhere).
+# Not a test: writes bench/results.md, bench/results.json, bench/bench.png
+# and bench/table2.png (python -m bench --quick --out DIR: small sizes,
+# elsewhere).
 bench: setup
 	$(PY) -m bench
 
