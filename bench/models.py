@@ -29,6 +29,7 @@ def sizes(quick):
             table2=dict(
                 rows=["A", "O", "Q", ADAM],
                 grid=[1.0, 4.0, 16.0, 64.0],
+                processes=1,  # one start of jax and Keras, beside a suite
                 seeds=1,
                 steps=60,
                 batch=4,
@@ -54,6 +55,7 @@ def sizes(quick):
         table2=dict(
             rows=[*TABLE2, ADAM],
             grid=[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+            processes=2,  # the rows share the machine's two cores
             seeds=3,
             steps=800,
             batch=16,

@@ -34,7 +34,6 @@ HELD_OUT = 10  # every tenth module of the standard library validates
 VOCAB = 128  # bytes; one beyond ASCII becomes 0, which no docstring holds
 PLOTTED = ("A", "H", "L", "N", "O", ADAM)  # their curves, seed 0, no warmup
 EVERY = 10  # a plotted curve keeps every EVERY-th smoothed value
-PROCESSES = min(2, os.cpu_count() or 1)  # rows at once, each on a core
 
 
 def _docstrings(path):
@@ -194,7 +193,8 @@ def _runs(letter, schedules):
 
 def train(cfg):
     """The section's runs (a worker of bench.workers, on jax): each row in
-    one of PROCESSES processes, which compiles it once."""
+    one of the configuration's processes (one per core, at most), which
+    compiles it once."""
     import keras
 
     if keras.backend.backend() != "jax":
@@ -202,7 +202,8 @@ def train(cfg):
     began = time.perf_counter()
     h = cfg["table2"]
     spawn = get_context("spawn")  # no fork of a process that runs jax
-    with ProcessPoolExecutor(PROCESSES, spawn, _start, (h,)) as pool:
+    processes = min(h["processes"], os.cpu_count() or 1)
+    with ProcessPoolExecutor(processes, spawn, _start, (h,)) as pool:
         # Adam without warmup at each step size of the grid, first.
         done = pool.map(
             _runs, [ADAM] * len(h["grid"]), [[(k, False)] for k in h["grid"]]
@@ -244,7 +245,7 @@ def train(cfg):
         "collapse": stability.COLLAPSE,
         "stall": stability.STALL,
         "every": EVERY,
-        "processes": PROCESSES,
+        "processes": processes,
         "search": {f"{k:g}": by_seed for k, (by_seed, _) in search.items()},
         "unstable": None if unstable is None else f"{unstable:g}",
         "runs": runs,
