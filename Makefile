@@ -32,8 +32,7 @@ export _R_CHECK_FORCE_SUGGESTS_ := false
 export ADAFACTOR_R_LIBRARY := $(RLIB)
 
 .PHONY: setup demo bench test lint test-python test-current check coverage docs site \
-	site-check test-tensorflow test-jax test-torch lane-r-and-tensorflow \
-	lane-jax-and-torch
+	site-check test-tensorflow test-jax test-torch
 .DEFAULT_GOAL := test
 
 setup: $(STAMPS)/venv $(STAMPS)/rpkg
@@ -189,10 +188,11 @@ check: setup
 coverage: setup
 	$(R) -e 'print(covr::package_coverage())'
 
-# Two lanes at once, one per core, each a sequence: TensorFlow's suite and
-# the R package's checks; jax's and torch's suites in both environments.
+# Two jobs at once, one per core. make starts the goals in the order given
+# as cores come free, so the longest go first (TensorFlow's suite and the
+# newest releases') and the short ones fill in behind: both cores stay busy
+# to the end.
+CHECKS := test-tensorflow test-current test-jax check coverage site-check \
+	test-torch
 test: lint
-	$(MAKE) -j2 --output-sync=target lane-r-and-tensorflow lane-jax-and-torch
-
-lane-r-and-tensorflow: test-tensorflow check coverage site-check
-lane-jax-and-torch: test-jax test-torch test-current
+	$(MAKE) -j2 --output-sync=target $(CHECKS)
