@@ -26,9 +26,10 @@ def smoothed(losses, window=WINDOW):
     loss on."""
     losses = np.asarray(losses, dtype=np.float64)
     window = min(window, len(losses))
-    sums = np.cumsum(np.concatenate([[0.0], losses]))
+    finite = np.isfinite(losses)
+    sums = np.cumsum(np.concatenate([[0.0], np.where(finite, losses, 0.0)]))
     means = (sums[window:] - sums[:-window]) / window
-    bad = np.cumsum(~np.isfinite(losses)) > 0
+    bad = np.cumsum(~finite) > 0
     means[bad[window - 1 :]] = np.inf
     return means
 
