@@ -144,7 +144,11 @@ test-python: test-tensorflow test-jax test-torch
 # The newest releases: jax and torch (TensorFlow's suite is collected: the
 # same release as in .venv). What is about how the step is made runs once.
 CURRENT := not ($(ONCE)) and not implementation
-test-current: $(STAMPS)/venv-current
+# Its environment is made in its recipe, not as a prerequisite: under -j2,
+# make passes over a goal whose prerequisite is still being made and queues
+# it behind the others, and this, the longest with TensorFlow's, ran last.
+test-current: | $(STAMPS)/apt
+	$(MAKE) --no-print-directory $(STAMPS)/venv-current
 	KERAS_BACKEND=tensorflow $(PY_CURRENT) $(PYTEST) -m '$(CURRENT)' \
 	  --collect-only | tail -1
 	KERAS_BACKEND=jax $(PY_CURRENT) $(PYTEST) -m '$(CURRENT) and not tensorflow_workers'
