@@ -154,8 +154,9 @@ def report(h):
         "the first window shows as divergence, not as a rise.",
         "",
         "Cut for time: every row ran without warmup at three step sizes, and "
-        "with warmup at the middle one alone. Rows D and E (row or column "
-        "means only), F, I and M (other decays and d = 2) were left out.",
+        "with warmup at the middle one alone; rows F, I and M (other decays "
+        "and d = 2) were left out. Rows D and E (row or column means only) "
+        "were left out too: no option of the optimizer makes them.",
     ]
     if "machine" in h:  # run alone, after the rest of the report
         m = h["machine"]
