@@ -377,8 +377,10 @@ def plot(h, out):
     import matplotlib.pyplot as plt
 
     curves = h["curves"]
-    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.2))
-    for ax, (k, rows) in zip(list(axes) if len(curves) > 1 else [axes], curves.items()):
+    fig, axes = plt.subplots(
+        1, len(curves), figsize=(6 * len(curves), 4.2), squeeze=False
+    )
+    for ax, (k, rows) in zip(axes[0], curves.items()):
         for letter, curve in rows.items():
             steps = [h["window"] + i * h["every"] for i in range(len(curve))]
             values = [math.nan if v is None else v for v in curve]

@@ -188,7 +188,12 @@ def _start(h):
 
 def _runs(letter, schedules):
     """A row's runs at each (k, warmup), in a pool process."""
-    return _trainer.about, [_trainer.train(letter, *kw) for kw in schedules]
+    return [_trainer.train(letter, *kw) for kw in schedules]
+
+
+def _about():
+    """What the text is, as a pool process read it."""
+    return _trainer.about
 
 
 def train(cfg):
@@ -208,7 +213,7 @@ def train(cfg):
         done = pool.map(
             _runs, [ADAM] * len(h["grid"]), [[(k, False)] for k in h["grid"]]
         )
-        search = {k: runs[0] for k, (about, runs) in zip(h["grid"], done)}
+        search = {k: runs[0] for k, runs in zip(h["grid"], done)}
         unstable = next(
             (k for k in h["grid"] if any(map(stability.unstable, search[k][0]))),
             None,
@@ -221,11 +226,11 @@ def train(cfg):
             for letter in h["rows"]
         }
         done = dict(zip(schedules, pool.map(_runs, *zip(*schedules.items()))))
+        about = pool.submit(_about).result()
     runs, curves = {}, {}
     for k in ks:
         runs[f"{k:g}"], curves[f"{k:g}"] = {}, {}
-    about = next(iter(done.values()))[0]
-    for letter, (_, made) in done.items():
+    for letter, made in done.items():
         made = dict(zip(schedules[letter], made))
         if letter == ADAM:
             made.update({(k, False): search[k] for k in ks})
