@@ -121,12 +121,12 @@ lint: setup
 # once where it can differ: on each (release, backend) pair the two
 # environments hold. TensorFlow is the same release in both, and runs every
 # test once, in .venv: the R package's (rpy2, on one backend), the
-# benchmark's, the set-up's and the distributed ones. jax and torch differ
-# between the two, and each runs what depends on it in each: in .venv, the
-# R package's jax the update rule and how it is made, torch all but what
-# runs once; in .venv-current (the newest releases), all but what runs
-# once, the jax distributed tests among them. --durations keeps the slow
-# ones in sight.
+# benchmark's, the set-up's and the distributed ones. torch is the same
+# release in both too (requirements-current.txt says why), and runs in
+# .venv all but what runs once. jax differs between the two: in .venv, the
+# R package's jax runs the update rule and how it is made; in .venv-current
+# (the newest releases), all but what runs once, the jax distributed tests
+# among them. --durations keeps the slow ones in sight.
 PYTEST = -m pytest tests/python -q -p no:cacheprovider --durations=25
 ONCE := r or bench or machine or device_check
 test-tensorflow: setup
@@ -141,8 +141,9 @@ test-torch: setup
 
 test-python: test-tensorflow test-jax test-torch
 
-# The newest releases: jax and torch (TensorFlow's suite is collected: the
-# same release as in .venv). What is about how the step is made runs once.
+# The newest releases: jax (the suites of TensorFlow and torch, the same
+# releases as in .venv, are collected). What is about how the step is made
+# runs once.
 CURRENT := not ($(ONCE)) and not implementation
 # Its environment is made in its recipe, not as a prerequisite: under -j2,
 # make passes over a goal whose prerequisite is still being made and queues
@@ -151,8 +152,9 @@ test-current: | $(STAMPS)/apt
 	$(MAKE) --no-print-directory $(STAMPS)/venv-current
 	KERAS_BACKEND=tensorflow $(PY_CURRENT) $(PYTEST) -m '$(CURRENT)' \
 	  --collect-only | tail -1
+	KERAS_BACKEND=torch $(PY_CURRENT) $(PYTEST) -m '$(CURRENT) and not distributed' \
+	  --collect-only | tail -1
 	KERAS_BACKEND=jax $(PY_CURRENT) $(PYTEST) -m '$(CURRENT) and not tensorflow_workers'
-	KERAS_BACKEND=torch $(PY_CURRENT) $(PYTEST) -m '$(CURRENT) and not distributed'
 
 # R CMD check as --as-cran makes it, less what needs a network: --as-cran
 # itself would look up CRAN's package lists and a clock on the web, so its
