@@ -30,8 +30,8 @@ ADAM = "keras Adam"
 
 def sizes(quick):
     if quick:
-        bert = dict(vocab=300, positions=32, width=16, heads=2, ff=32, blocks=2)
-        return dict(layers=12, width=8, batch=8, steps=3, bert=bert)
+        bert = dict(vocab=300, positions=32, width=16, heads=2, ff=32, blocks=1)
+        return dict(layers=4, width=8, batch=8, steps=3, bert=bert)
     bert = dict(vocab=30522, positions=512, width=768, heads=12, ff=3072, blocks=12)
     return dict(layers=150, width=8, batch=32, steps=15, bert=bert)
 
