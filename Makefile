@@ -119,14 +119,15 @@ lint: setup
 
 # Where a test runs is its mark (pyproject.toml lists them), and each runs
 # once where it can differ: on each (release, backend) pair the two
-# environments hold. TensorFlow is the same release in both, and runs every
-# test once, in .venv: the R package's (rpy2, on one backend), the
+# environments hold. TensorFlow is the same release in both, and runs
+# every test once, in .venv: the R package's (rpy2, on one backend), the
 # benchmark's, the set-up's and the distributed ones. torch is the same
 # release in both too (requirements-current.txt says why), and runs in
-# .venv all but what runs once. jax differs between the two: in .venv, the
-# R package's jax runs the update rule and how it is made; in .venv-current
-# (the newest releases), all but what runs once, the jax distributed tests
-# among them. --durations keeps the slow ones in sight.
+# .venv all but what runs once; where .venv keeps numpy 1.26 (reticulate
+# before 1.35), neither runs on numpy 2. jax differs between the two: in
+# .venv, the R package's jax runs the update rule and how it is made; in
+# .venv-current (the newest releases), all but what runs once, the jax
+# distributed tests among them. --durations keeps the slow ones in sight.
 PYTEST = -m pytest tests/python -q -p no:cacheprovider --durations=25
 ONCE := r or bench or machine or device_check
 test-tensorflow: setup
